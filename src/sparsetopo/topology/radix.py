@@ -1,0 +1,116 @@
+"""Exact RadiX-Nets (Robinett & Kepner): mixed-radix layers, Kronecker-expanded.
+
+For a radix ``n`` at place value ``p`` (the product of the earlier radices of the same system) on
+``N'`` neurons, the layer is ``A[x, y] = 1`` iff ``(x - y) mod N'`` is one of ``0, p, ..., (n-1)p``.
+Layer ``i`` of the net is ``ones(B_i, B_{i+1}) kron A_i`` (neuron index = block * N' + x).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from sparsetopo.errors import ConfigError
+from sparsetopo.topology.core import Topology
+
+
+def _as_int(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def normalize_systems(systems: Any) -> list[list[int]]:
+    """Accept one system ``(2, 2, 2)`` or a list of systems ``[(2, 2, 2), (2, 2)]``; validate them."""
+    if isinstance(systems, (str, bytes)) or not isinstance(systems, Sequence):
+        raise ConfigError(f"systems must be a tuple of radices or a list of such tuples, got {systems!r}")
+    if len(systems) == 0:
+        raise ConfigError("systems is empty: give at least one mixed-radix system, e.g. (2, 2, 2)")
+    if all(isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) for s in systems):
+        systems = [systems]
+    out: list[list[int]] = []
+    for j, system in enumerate(systems):
+        if isinstance(system, (str, bytes)) or not isinstance(system, Sequence):
+            raise ConfigError(f"system {j} must be a tuple of radices, got {system!r}")
+        if len(system) == 0:
+            raise ConfigError(f"system {j} is empty: a mixed-radix system needs at least one radix")
+        out.append([_as_int(n, f"radix {n!r} in system {j} {tuple(system)!r}", 1) for n in system])
+    n_prime = math.prod(out[0])
+    for j, system in enumerate(out[:-1]):
+        if math.prod(system) != n_prime:
+            raise ConfigError(
+                f"system {j} {tuple(system)} has product {math.prod(system)}, but every system except the last "
+                f"must have the first system's product N' = {n_prime}"
+            )
+    last = math.prod(out[-1])
+    if n_prime % last != 0:
+        raise ConfigError(f"the last system {tuple(out[-1])} has product {last}, which does not divide N' = {n_prime}")
+    return out
+
+
+def _radix_block(n_prime: int, radix: int, place: int, b_out: int) -> tuple[np.ndarray, int]:
+    """Sorted output columns of each of the ``n_prime`` base rows (shape n_prime x b_out*radix)."""
+    x = np.arange(n_prime, dtype=np.int64)[:, None, None]
+    k = np.arange(radix, dtype=np.int64)[None, None, :] * place
+    blocks = np.arange(b_out, dtype=np.int64)[None, :, None] * n_prime
+    cols = blocks + (x - k) % n_prime  # n_prime x b_out x radix
+    cols = cols.reshape(n_prime, b_out * radix)
+    cols.sort(axis=1)
+    return cols, b_out * radix
+
+
+def radix_net(systems: Any, kron: Sequence[int] | None = None, trim_inputs: int = 0) -> Topology:
+    """The RadiX-Net of mixed-radix ``systems`` with Kronecker widths ``kron`` (``B_1 .. B_{M+1}``).
+
+    ``systems``: one system ``(N_1, ..., N_L)`` or a list of them; all but the last share the product
+    ``N'``, the last's product divides ``N'``. ``kron`` defaults to all ones. ``trim_inputs=k`` removes
+    input neurons ``0..k-1`` of the first layer. Invalid values raise ``ConfigError`` (a ``ValueError``).
+    """
+    systems_n = normalize_systems(systems)
+    n_prime = math.prod(systems_n[0])
+    radices: list[tuple[int, int]] = []  # (radix, place value)
+    for system in systems_n:
+        place = 1
+        for n in system:
+            radices.append((n, place))
+            place *= n
+    n_layers = len(radices)
+    if kron is None:
+        kron_l = [1] * (n_layers + 1)
+    else:
+        if isinstance(kron, (str, bytes)) or not isinstance(kron, Sequence):
+            raise ConfigError(f"kron must be a sequence of {n_layers + 1} integers, got {kron!r}")
+        if len(kron) != n_layers + 1:
+            raise ConfigError(
+                f"kron {tuple(kron)!r} has {len(kron)} entries; {n_layers} layers need {n_layers + 1} (B_1 .. B_{n_layers + 1})"
+            )
+        kron_l = [_as_int(b, f"kron width {b!r} in {tuple(kron)!r}", 1) for b in kron]
+    trim = _as_int(trim_inputs, "trim_inputs", 0)
+    n_inputs = kron_l[0] * n_prime
+    if trim >= n_inputs:
+        raise ConfigError(f"trim_inputs={trim} removes all {n_inputs} input neurons (must be below {n_inputs})")
+    layers = []
+    for i, (n, place) in enumerate(radices):
+        b_in, b_out = kron_l[i], kron_l[i + 1]
+        base, per_row = _radix_block(n_prime, n, place, b_out)
+        rows = b_in * n_prime - (trim if i == 0 else 0)
+        start = trim if i == 0 else 0
+        if b_in == 1 and start == 0:
+            indices = base.reshape(-1)
+        else:
+            # rows start .. start+rows-1 take base rows (r mod N')
+            idx = np.arange(start, start + rows, dtype=np.int64) % n_prime
+            indices = base[idx].reshape(-1)
+        indptr = np.arange(0, rows * per_row + 1, per_row, dtype=np.int64)
+        mat = sp.csr_array(
+            (np.ones(indices.shape[0], dtype=bool), indices, indptr), shape=(rows, b_out * n_prime)
+        )
+        mat.has_sorted_indices = True
+        layers.append(mat)
+    meta = {"kind": "radix_net", "systems": systems_n, "kron": kron_l, "trim_inputs": trim}
+    return Topology(layers, meta=meta)

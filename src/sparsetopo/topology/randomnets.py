@@ -1,0 +1,180 @@
+"""Random sparse topologies: Erdős–Rényi (Bernoulli), exact edge count, and fixed fan-in layers.
+
+Edges are placed by sampling distinct indices, so no dense random matrix is ever built: memory and
+time scale with the number of edges, not with ``n_in * n_out``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from sparsetopo.errors import ConfigError
+from sparsetopo.topology.core import Topology
+
+MODES = ("bernoulli", "exact", "fanin")
+# Use a bitmap of the population for distinct sampling up to this many candidate positions.
+_BITMAP_LIMIT = 1 << 27
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _sample_distinct(rng: np.random.Generator, population: int, k: int) -> np.ndarray:
+    """``k`` distinct integers drawn uniformly from ``0..population-1``, sorted (int64)."""
+    if k < 0 or k > population:
+        raise ConfigError(f"cannot draw {k} distinct positions out of {population}")
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    if k == population:
+        return np.arange(population, dtype=np.int64)
+    if 2 * k > population:
+        # draw the complement (fewer positions), then invert
+        drop = _sample_distinct(rng, population, population - k)
+        keep = np.ones(population, dtype=bool)
+        keep[drop] = False
+        return np.flatnonzero(keep).astype(np.int64)
+    if population <= _BITMAP_LIMIT:
+        taken = np.zeros(population, dtype=bool)
+        have = 0
+        while have < k:
+            draw = rng.integers(0, population, size=k - have, dtype=np.int64)
+            draw = np.unique(draw)
+            draw = draw[~taken[draw]]
+            taken[draw] = True
+            have += draw.shape[0]
+        return np.flatnonzero(taken).astype(np.int64)
+    chosen = np.zeros(0, dtype=np.int64)
+    while chosen.shape[0] < k:
+        draw = rng.integers(0, population, size=k - chosen.shape[0], dtype=np.int64)
+        chosen = np.union1d(chosen, draw)
+    return chosen
+
+
+def _sample_rows(rng: np.random.Generator, n_rows: int, n: int, d: int) -> np.ndarray:
+    """An ``n_rows x d`` array whose rows are sorted sets of ``d`` distinct values of ``0..n-1``."""
+    if d == n:
+        return np.broadcast_to(np.arange(n, dtype=np.int64), (n_rows, n)).copy()
+    if 2 * d > n:
+        drop = _sample_rows(rng, n_rows, n, n - d)
+        keep = np.ones((n_rows, n), dtype=bool)
+        keep[np.arange(n_rows)[:, None], drop] = False
+        return np.nonzero(keep)[1].reshape(n_rows, d).astype(np.int64)
+    rows = rng.integers(0, n, size=(n_rows, d), dtype=np.int64)
+    while True:
+        rows.sort(axis=1)
+        dup = np.zeros(rows.shape, dtype=bool)
+        dup[:, 1:] = rows[:, 1:] == rows[:, :-1]
+        n_dup = int(dup.sum())
+        if n_dup == 0:
+            return rows
+        rows[dup] = rng.integers(0, n, size=n_dup, dtype=np.int64)
+
+
+def _positions_to_csr(pos: np.ndarray, n_in: int, n_out: int) -> sp.csr_array:
+    """Sorted flat positions (row-major over n_in x n_out) to a boolean CSR array."""
+    rows = pos // n_out
+    cols = pos % n_out
+    indptr = np.zeros(n_in + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_in), out=indptr[1:])
+    mat = sp.csr_array((np.ones(pos.shape[0], dtype=bool), cols, indptr), shape=(n_in, n_out))
+    mat.has_sorted_indices = True
+    return mat
+
+
+def _exact_layer(rng: np.random.Generator, n_in: int, n_out: int, k: int) -> sp.csr_array:
+    return _positions_to_csr(_sample_distinct(rng, n_in * n_out, k), n_in, n_out)
+
+
+def _bernoulli_layer(rng: np.random.Generator, n_in: int, n_out: int, p: float) -> sp.csr_array:
+    k = int(rng.binomial(n_in * n_out, p))
+    return _exact_layer(rng, n_in, n_out, k)
+
+
+def _fanin_layer(rng: np.random.Generator, n_in: int, n_out: int, d: int) -> sp.csr_array:
+    chosen = _sample_rows(rng, n_out, n_in, d)  # n_out x d: the inputs of each output
+    cols = np.repeat(np.arange(n_out, dtype=np.int64), d)
+    mat = sp.csr_array((np.ones(cols.shape[0], dtype=bool), (chosen.reshape(-1), cols)), shape=(n_in, n_out))
+    mat.sort_indices()
+    return mat
+
+
+def _normalize_sizes(sizes: Any) -> list[int]:
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise ConfigError(f"sizes must be a list of at least two layer widths, got {sizes!r}")
+    if len(sizes) < 2:
+        raise ConfigError(f"sizes must list at least two layer widths (inputs and outputs), got {list(sizes)!r}")
+    out = []
+    for s in sizes:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) or s < 1:
+            raise ConfigError(f"layer width {s!r} in sizes {list(sizes)!r} must be a positive integer")
+        out.append(int(s))
+    return out
+
+
+def _normalize_density(density: Any, n_layers: int) -> list[float]:
+    if isinstance(density, (int, float, np.integer, np.floating)) and not isinstance(density, (bool, np.bool_)):
+        values = [float(density)] * n_layers
+    elif isinstance(density, Sequence) and not isinstance(density, (str, bytes)):
+        if len(density) != n_layers:
+            raise ConfigError(f"density {list(density)!r} has {len(density)} values for {n_layers} layers")
+        values = []
+        for d in density:
+            if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, float, np.integer, np.floating)):
+                raise ConfigError(f"density {d!r} must be a number in (0, 1]")
+            values.append(float(d))
+    else:
+        raise ConfigError(f"density must be a number in (0, 1] or one per layer, got {density!r}")
+    for d in values:
+        if not (0.0 < d <= 1.0) or math.isnan(d):
+            raise ConfigError(f"density {d!r} is outside (0, 1]")
+    return values
+
+
+def random_topology(sizes: Sequence[int], density: float | Sequence[float], seed: int, mode: str = "bernoulli") -> Topology:
+    """A random sparse topology with layer widths ``sizes``.
+
+    ``mode``: ``"bernoulli"`` (each edge independently with probability ``density``), ``"exact"``
+    (exactly ``round(density * n_in * n_out)`` edges, uniformly placed) or ``"fanin"`` (every output
+    neuron gets exactly ``round(density * n_in)`` distinct inputs). ``density`` is one float or one per
+    layer. The same ``seed`` gives the same topology.
+    """
+    sizes_l = _normalize_sizes(sizes)
+    n_layers = len(sizes_l) - 1
+    dens = _normalize_density(density, n_layers)
+    seed_i = _check_seed(seed)
+    if mode not in MODES:
+        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    counts = []
+    for i, d in enumerate(dens):
+        n_in, n_out = sizes_l[i], sizes_l[i + 1]
+        if mode == "exact":
+            k = round(d * n_in * n_out)
+            if k == 0:
+                raise ConfigError(f"density {d!r} gives no edges in layer {i} ({n_in}x{n_out})")
+            counts.append(k)
+        elif mode == "fanin":
+            k = round(d * n_in)
+            if k == 0:
+                raise ConfigError(f"density {d!r} gives fan-in 0 in layer {i} ({n_in} inputs)")
+            counts.append(k)
+        else:
+            counts.append(0)
+    rng = np.random.default_rng(seed_i)
+    layers = []
+    for i, d in enumerate(dens):
+        n_in, n_out = sizes_l[i], sizes_l[i + 1]
+        if mode == "exact":
+            layers.append(_exact_layer(rng, n_in, n_out, counts[i]))
+        elif mode == "fanin":
+            layers.append(_fanin_layer(rng, n_in, n_out, counts[i]))
+        else:
+            layers.append(_bernoulli_layer(rng, n_in, n_out, d))
+    meta = {"kind": "random", "mode": mode, "sizes": sizes_l, "density": dens, "seed": seed_i}
+    return Topology(layers, meta=meta)
