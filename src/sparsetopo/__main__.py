@@ -1,0 +1,3 @@
+from sparsetopo.cli import main
+
+raise SystemExit(main())
