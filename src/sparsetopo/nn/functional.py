@@ -1,0 +1,136 @@
+"""Forward/backward of the ``sparse`` backend: autograd Functions over CSR structures.
+
+The weight is ``values`` (nnz) on a fixed CSR pattern over (rows=outputs, cols=inputs). Forward is a
+sparse-dense product, the input gradient uses the transposed pattern (built once per structure, values
+permuted each step), and the weight gradient is computed only at the nonzeros (SDDMM). No dense
+weight-sized tensor is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparsetopo.nn import structure as st
+
+
+@dataclass
+class Plan:
+    """Index arrays derived once from a layer's structure (kept off the state dict)."""
+
+    rows: int
+    cols: int
+    indptr: torch.Tensor      # int64 (rows+1)
+    indices: torch.Tensor     # int64 (nnz)
+    t_indptr: torch.Tensor    # int64 (cols+1): transposed pattern
+    t_indices: torch.Tensor   # int64 (nnz): row of each nonzero of the transposed pattern
+    perm: torch.Tensor        # int64 (nnz): transposed position -> CSR position
+    np_indptr: np.ndarray
+    np_indices: np.ndarray
+    np_t_indptr: np.ndarray
+    np_t_indices: np.ndarray
+    np_perm: np.ndarray
+    device: torch.device
+
+
+def build_plan(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int,
+               device: torch.device) -> Plan:
+    indptr = indptr.astype(np.int64)
+    indices = indices.astype(st.INDEX_DTYPE)
+    row_of = st.row_of_nonzeros(indptr).astype(st.INDEX_DTYPE)
+    perm = np.argsort(indices, kind="stable").astype(np.int64)
+    t_indices = row_of[perm]
+    t_indptr = np.zeros(cols + 1, dtype=np.int64)
+    np.cumsum(np.bincount(indices, minlength=cols), out=t_indptr[1:])
+
+    def dev(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.int64)).to(device)
+
+    return Plan(rows, cols, dev(indptr), dev(indices), dev(t_indptr), dev(t_indices), dev(perm),
+                indptr, indices, t_indptr, t_indices.astype(st.INDEX_DTYPE), perm, device)
+
+
+def layer_plan(layer) -> Plan:
+    plan = layer._plan
+    dev = layer.weight_values.device
+    if plan is None or plan.device != dev:
+        plan = build_plan(layer.weight_indptr.cpu().numpy(), layer.weight_indices.cpu().numpy(),
+                          layer._rows, layer._cols, dev)
+        layer._plan = plan
+    return plan
+
+
+def _csr(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]):
+    return torch.sparse_csr_tensor(indptr, indices, values, size=shape)
+
+
+class CSRLinearTorch(torch.autograd.Function):
+    """y = x W^T with W given by (values, plan), using torch's CSR kernels (any device)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, values: torch.Tensor, plan: Plan) -> torch.Tensor:
+        ctx.plan = plan
+        ctx.save_for_backward(x, values)
+        if plan.indices.numel() == 0:
+            return x.new_zeros(x.shape[0], plan.rows)
+        w = _csr(plan.indptr, plan.indices, values, (plan.rows, plan.cols))
+        return (w @ x.t()).t()
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):
+        x, values = ctx.saved_tensors
+        plan: Plan = ctx.plan
+        gx = gv = None
+        empty = plan.indices.numel() == 0
+        if ctx.needs_input_grad[0]:
+            if empty:
+                gx = torch.zeros_like(x)
+            else:
+                wt = _csr(plan.t_indptr, plan.t_indices, values[plan.perm], (plan.cols, plan.rows))
+                gx = (wt @ gy.t()).t()
+        if ctx.needs_input_grad[1]:
+            if empty:
+                gv = torch.zeros_like(values)
+            else:
+                pattern = _csr(plan.indptr, plan.indices, torch.zeros_like(values), (plan.rows, plan.cols))
+                gv = torch.sparse.sampled_addmm(pattern, gy.t().contiguous(), x.contiguous(),
+                                                beta=0.0).values().clone()
+        return gx, gv, None
+
+
+def csr_linear(x2d: torch.Tensor, values: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """``x2d @ W^T`` for a (batch, cols) input; W on ``plan`` with ``values``."""
+    return CSRLinearTorch.apply(x2d, values, plan)
+
+
+def sparse_linear(layer, x: torch.Tensor) -> torch.Tensor:
+    plan = layer_plan(layer)
+    lead = x.shape[:-1]
+    x2d = x.reshape(-1, x.shape[-1])
+    y = csr_linear(x2d, layer.weight_values, plan)
+    if layer.bias is not None:
+        y = y + layer.bias
+    return y.reshape(*lead, plan.rows)
+
+
+def sparse_conv2d(layer, x: torch.Tensor) -> torch.Tensor:
+    """Convolution as unfold + a sparse product over (out_ch, in_ch*kh*kw)."""
+    plan = layer_plan(layer)
+    batched = x.dim() == 4
+    if not batched:
+        x = x.unsqueeze(0)
+    n, _, h, w = x.shape
+    kh, kw = layer.kernel_size
+    oh = (h + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
+    ow = (w + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
+    cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
+                    stride=layer.stride)                      # (n, in*kk, L)
+    x2d = cols.transpose(1, 2).reshape(n * oh * ow, plan.cols)
+    y = csr_linear(x2d, layer.weight_values, plan)            # (n*L, out)
+    if layer.bias is not None:
+        y = y + layer.bias
+    y = y.reshape(n, oh * ow, plan.rows).transpose(1, 2).reshape(n, plan.rows, oh, ow)
+    return y if batched else y.squeeze(0)
