@@ -173,8 +173,8 @@ def register(subparsers: Any) -> None:
     q = sub.add_parser(
         "random", help="a random sparse topology (Bernoulli, exact count or fixed fan-in)",
         description="Build a random sparse topology. Modes: bernoulli (each edge independently with probability "
-                    "DENSITY), exact (exactly round(DENSITY*n_in*n_out) edges per layer), fanin (every output gets "
-                    "round(DENSITY*n_in) inputs). The same seed gives the same topology.",
+                    "DENSITY), exact (exactly DENSITY*n_in*n_out edges per layer, rounded half up), fanin (every output gets "
+                    "DENSITY*n_in inputs, rounded half up). The same seed gives the same topology.",
     )
     q.add_argument("--sizes", required=True, metavar="N0,N1,...", help="layer widths, comma-separated (e.g. 784,300,100)")
     q.add_argument("--density", required=True, metavar="D",

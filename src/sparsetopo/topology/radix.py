@@ -31,7 +31,7 @@ def normalize_systems(systems: Any) -> list[list[int]]:
         raise ConfigError(f"systems must be a tuple of radices or a list of such tuples, got {systems!r}")
     if len(systems) == 0:
         raise ConfigError("systems is empty: give at least one mixed-radix system, e.g. (2, 2, 2)")
-    if all(isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) for s in systems):
+    if not any(isinstance(s, Sequence) and not isinstance(s, (str, bytes)) for s in systems):
         systems = [systems]
     out: list[list[int]] = []
     for j, system in enumerate(systems):

@@ -105,6 +105,10 @@ def _fanin_layer(rng: np.random.Generator, n_in: int, n_out: int, d: int) -> sp.
     return mat
 
 
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
 def _normalize_sizes(sizes: Any) -> list[int]:
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
         raise ConfigError(f"sizes must be a list of at least two layer widths, got {sizes!r}")
@@ -141,8 +145,8 @@ def random_topology(sizes: Sequence[int], density: float | Sequence[float], seed
     """A random sparse topology with layer widths ``sizes``.
 
     ``mode``: ``"bernoulli"`` (each edge independently with probability ``density``), ``"exact"``
-    (exactly ``round(density * n_in * n_out)`` edges, uniformly placed) or ``"fanin"`` (every output
-    neuron gets exactly ``round(density * n_in)`` distinct inputs). ``density`` is one float or one per
+    (exactly ``density * n_in * n_out`` edges, rounded half up, uniformly placed) or ``"fanin"`` (every output
+    neuron gets exactly ``density * n_in`` distinct inputs, rounded half up). ``density`` is one float or one per
     layer. The same ``seed`` gives the same topology.
     """
     sizes_l = _normalize_sizes(sizes)
@@ -155,12 +159,12 @@ def random_topology(sizes: Sequence[int], density: float | Sequence[float], seed
     for i, d in enumerate(dens):
         n_in, n_out = sizes_l[i], sizes_l[i + 1]
         if mode == "exact":
-            k = round(d * n_in * n_out)
+            k = _round_half_up(d * n_in * n_out)
             if k == 0:
                 raise ConfigError(f"density {d!r} gives no edges in layer {i} ({n_in}x{n_out})")
             counts.append(k)
         elif mode == "fanin":
-            k = round(d * n_in)
+            k = _round_half_up(d * n_in)
             if k == 0:
                 raise ConfigError(f"density {d!r} gives fan-in 0 in layer {i} ({n_in} inputs)")
             counts.append(k)
