@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sparsetopo.data.registry import DataFile, DatasetSpec
-from sparsetopo.data.store import find_file, sha256
+from sparsetopo.data.store import dataset_root, find_file, sha256
 from sparsetopo.errors import DataError
 from sparsetopo.fileio import atomic_write_bytes
 
@@ -71,6 +71,8 @@ def download(spec: DatasetSpec, root: Path, *, mirror: str | None = None, progre
     """
     if progress is None:
         progress = sys.stderr.isatty()
+    if all(find_file(dataset_root(spec, root), spec, item) for item in spec.files):
+        return []
     missing = [item for item in spec.files if find_file(root, spec, item) is None]
     if not missing:
         return []

@@ -38,6 +38,20 @@ def resolve_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return default_root()
 
 
+SYSTEM_ROOTS = (Path("/usr/share/datasets"),)  # Debian's dataset-* packages
+
+
+def dataset_root(spec: DatasetSpec, root: Path) -> Path:
+    """``root``, unless it holds none of the dataset's files and a system data folder (Debian's
+    ``/usr/share/datasets``) holds them: then that folder, read in place."""
+    if any(find_file(root, spec, item) for item in spec.files):
+        return root
+    for system in SYSTEM_ROOTS:
+        if any(find_file(system, spec, item) for item in spec.files):
+            return system
+    return root
+
+
 def find_file(root: Path, spec: DatasetSpec, item: DataFile) -> Path | None:
     """The file on disk for ``item``: plain or ``.gz``, or the CIFAR-10 python batch; None if absent."""
     folder = root / spec.folder
@@ -85,6 +99,7 @@ class FileStatus:
 
 def verify_dataset(spec: DatasetSpec, root: Path) -> list[FileStatus]:
     """Check every file of ``spec`` under ``root``: present, parseable, and the right SHA-256."""
+    root = dataset_root(spec, root)
     result = []
     for item in spec.files:
         path = find_file(root, spec, item)
@@ -129,6 +144,7 @@ class RawDataset:
 
 def read_raw(spec: DatasetSpec, root: Path) -> RawDataset:
     """Read and strictly parse every file of ``spec`` under ``root`` (all must be present)."""
+    root = dataset_root(spec, root)
     parts: dict[str, list] = {"train_images": [], "train_labels": [], "test_images": [], "test_labels": []}
     for item in spec.files:
         path = find_file(root, spec, item)

@@ -1,0 +1,223 @@
+"""The one training loop: minibatch SGD/Adam over in-memory tensors, periodic evaluation, atomic
+checkpoints that resume bit for bit, divergence detection, and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sparsetopo.data import Dataset, Split
+from sparsetopo.fileio import atomic_path, atomic_write_text
+from sparsetopo.training.hparams import DataHparams, TrainHparams
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+EVAL_BATCH = 1000
+
+
+class Callback(Protocol):
+    """Hooks into the loop (gradual pruning uses them). State is saved in the checkpoint."""
+
+    def on_step_end(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def make_optimizer(model: nn.Module, th: TrainHparams) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if th.optimizer == "adam":
+        return torch.optim.Adam(params, lr=th.lr, weight_decay=th.weight_decay)
+    return torch.optim.SGD(params, lr=th.lr, momentum=th.momentum, nesterov=th.nesterov, weight_decay=th.weight_decay)
+
+
+def lr_at(step: int, total: int, th: TrainHparams) -> float:
+    """The learning rate in force for step ``step`` (0-based) of ``total``: a pure function of the step."""
+    if th.schedule == "cosine":
+        return 0.5 * th.lr * (1.0 + math.cos(math.pi * step / total))
+    if th.schedule == "step":
+        passed = sum(step >= round(float(m) * total) for m in th.milestones.split(","))
+        return th.lr * th.gamma**passed
+    return th.lr
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
+    """(mean cross-entropy loss, accuracy as a fraction) over ``split``."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(split), EVAL_BATCH):
+        x = split.images[start:start + EVAL_BATCH]
+        y = split.labels[start:start + EVAL_BATCH]
+        logits = model(x)
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    model.train(was_training)
+    return loss_sum / len(split), correct / len(split)
+
+
+def epoch_order(n: int, data_seed: int, epoch: int) -> torch.Tensor:
+    """The order of training examples in ``epoch``: a pure function of the seed and epoch (resume-safe)."""
+    generator = torch.Generator().manual_seed(data_seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+
+@dataclass
+class LoopResult:
+    status: str  # "completed" or "diverged"
+    steps: int
+    metrics: list[dict[str, Any]]
+    wall_seconds: float
+    diverged_step: int | None = None
+
+    @property
+    def final_test_accuracy(self) -> float | None:
+        return self.metrics[-1]["test_accuracy"] if self.metrics else None
+
+    @property
+    def best_test_accuracy(self) -> float | None:
+        return max((m["test_accuracy"] for m in self.metrics), default=None)
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: LoopState,
+                    callbacks: list[Callback]) -> None:
+    payload = {
+        "step": state.step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "callbacks": [cb.state_dict() for cb in callbacks],
+        "metrics": state.metrics,
+        "wall_seconds": state.wall_seconds,
+        "loss_sum": state.loss_sum,
+        "loss_count": state.loss_count,
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    callbacks: list[Callback]) -> LoopState:
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    for cb, cb_state in zip(callbacks, payload["callbacks"]):
+        cb.load_state_dict(cb_state)
+    torch.set_rng_state(payload["torch_rng"])
+    return LoopState(payload["step"], payload["metrics"], payload["wall_seconds"], payload["loss_sum"], payload["loss_count"])
+
+
+def _write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    dh: DataHparams,
+    th: TrainHparams,
+    *,
+    seed: int,
+    out: Path | None = None,
+    callbacks: list[Callback] | None = None,
+    checkpoint_every: int | None = None,
+    quiet: bool = False,
+) -> LoopResult:
+    """Train ``model`` on ``data``; resume from ``out/checkpoint.pt`` when it exists.
+
+    ``checkpoint_every`` (steps) defaults to checkpointing at every evaluation.
+    """
+    callbacks = list(callbacks or [])
+    n = len(data.train)
+    steps_per_epoch = math.ceil(n / dh.batch_size)
+    total = th.total_steps(steps_per_epoch)
+    eval_every = th.eval_every or steps_per_epoch
+    data_seed = seed if dh.data_seed is None else dh.data_seed
+    optimizer = make_optimizer(model, th)
+    ckpt = out / CHECKPOINT if out is not None else None
+    state = LoopState()
+    if ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt, model, optimizer, callbacks)
+    model.train()
+
+    def checkpoint() -> None:
+        if ckpt is not None:
+            save_checkpoint(ckpt, model, optimizer, state, callbacks)
+            _write_metrics(out / METRICS, state.metrics)  # type: ignore[operator]
+
+    bar = tqdm(total=total, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
+               disable=quiet or not sys.stderr.isatty(), leave=False)
+    started = time.perf_counter() - state.wall_seconds
+    order, order_epoch = None, -1
+    current_lr = None
+    status, diverged_step = "completed", None
+    while state.step < total:
+        epoch, index = divmod(state.step, steps_per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = epoch_order(n, data_seed, epoch), epoch
+        batch = order[index * dh.batch_size:(index + 1) * dh.batch_size]  # type: ignore[index]
+        lr = lr_at(state.step, total, th)
+        if lr != current_lr:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            current_lr = lr
+        logits = model(data.train.images[batch])
+        loss = nn.functional.cross_entropy(logits, data.train.labels[batch])
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            status, diverged_step = "diverged", state.step + 1
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state.step += 1
+        state.loss_sum += loss_value
+        state.loss_count += 1
+        for cb in callbacks:
+            cb.on_step_end(state.step, model, optimizer)
+        bar.update(1)
+        if state.step % eval_every == 0 or state.step == total:
+            test_loss, test_acc = evaluate(model, data.test)
+            record = {
+                "step": state.step,
+                "epoch": round(state.step / steps_per_epoch, 4),
+                "train_loss": state.loss_sum / max(state.loss_count, 1),
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+            }
+            if data.validation is not None:
+                record["val_loss"], record["val_accuracy"] = evaluate(model, data.validation)
+            state.metrics.append(record)
+            state.loss_sum, state.loss_count = 0.0, 0
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{test_acc:.4f}")
+            state.wall_seconds = time.perf_counter() - started
+            if checkpoint_every is None:
+                checkpoint()
+        if checkpoint_every is not None and state.step % checkpoint_every == 0:
+            state.wall_seconds = time.perf_counter() - started
+            checkpoint()
+    bar.close()
+    state.wall_seconds = time.perf_counter() - started
+    if status == "completed" and state.step == total:
+        checkpoint()
+    return LoopResult(status, state.step, state.metrics, state.wall_seconds, diverged_step)
