@@ -38,9 +38,16 @@ def test_random_save_show_and_plot(tmp_path, capsys):
     assert pic.read_bytes().startswith(PNG_MAGIC)
     topo = Topology.load(saved)
     assert topo.nnz == [23520, 6000] and topo.meta["seed"] == 3
-    assert main(["topology", "show", str(saved), "--json", "--no-paths"]) == 0
+    assert main(["topology", "show", str(saved), "--json", "--paths", "no"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert "paths" not in rep and rep["total_nnz"] == 29520
+
+
+def test_paths_auto_skips_huge_nets(capsys):
+    assert main(["topology", "radix", "--systems", "x".join(["2"] * 16), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert "paths" not in rep and "--paths yes" in rep["paths_skipped"]
+    assert [row["out_degree"] for row in rep["layers"]] == [[2, 2]] * 16
 
 
 def test_small_radix_plot_beside_its_random_equivalent(tmp_path, capsys):

@@ -34,6 +34,10 @@ def _check_png(path: str | None) -> None:
         raise ConfigError(f"--plot file {path!r} must end in .png")
 
 
+# With --paths auto, path statistics are skipped above this many estimated multiply-adds (about 10 s here).
+AUTO_PATH_COST = 5_000_000_000
+
+
 def report(topo: Topology, paths: bool = True) -> dict[str, Any]:
     """The JSON-able description printed by the commands: meta, per-layer summary and path statistics."""
     out: dict[str, Any] = {
@@ -70,6 +74,8 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append("topology: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(meta.items()) if k != "of"))
     for r in [header] + rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    if "paths_skipped" in rep:
+        lines.append(f"input-to-output paths: skipped ({rep['paths_skipped']})")
     if "paths" in rep:
         p = rep["paths"]
         kind = "symmetric" if p["symmetric"] else "not symmetric"
@@ -79,8 +85,12 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def _emit(topo: Topology, args: argparse.Namespace) -> int:
-    rep = report(topo, paths=not args.no_paths)
     log = sys.stderr if args.json else sys.stdout
+    cost = topo.path_count_cost()
+    paths = args.paths == "yes" or (args.paths == "auto" and cost <= AUTO_PATH_COST)
+    rep = report(topo, paths=paths)
+    if args.paths == "auto" and not paths:
+        rep["paths_skipped"] = f"about {cost:.2g} multiply-adds; pass --paths yes to compute them"
     if args.json:
         print(json.dumps(rep, indent=2, sort_keys=True))
     else:
@@ -139,8 +149,10 @@ def _common(p: argparse.ArgumentParser, save: bool = True) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="draw the topology into a PNG: small nets as layered bipartite "
                    "graphs, large ones as adjacency (spy) plots")
     p.add_argument("--json", action="store_true", help="print the description as JSON instead of a table")
-    p.add_argument("--no-paths", action="store_true", help="skip the input-to-output path statistics (their cost "
-                   "grows with the number of inputs times the edges)")
+    p.add_argument("--paths", choices=("auto", "yes", "no"), default="auto",
+                   help="compute the input-to-output path statistics (min/max path count, symmetric, path-connected): "
+                        "'auto' (default) skips them when they would need more than about "
+                        f"{AUTO_PATH_COST:.0e} multiply-adds (the smaller end's width times the edges)")
 
 
 def register(subparsers: Any) -> None:

@@ -48,6 +48,19 @@ def _as_bool_csr(layer: Any, where: str) -> sp.csr_array:
     return mat
 
 
+def _canonical_csr(indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]) -> sp.csr_array:
+    """A boolean CSR array from index arrays already sorted and duplicate-free within each row."""
+    idx_dtype = np.int32 if max(shape[1], indices.shape[0]) < np.iinfo(np.int32).max else np.int64
+    mat = sp.csr_array(
+        (np.ones(indices.shape[0], dtype=bool), indices.astype(idx_dtype, copy=False),
+         indptr.astype(idx_dtype, copy=False)),
+        shape=shape,
+    )
+    mat.has_sorted_indices = True
+    mat.has_canonical_format = True
+    return mat
+
+
 def _check_jsonable(obj: Any, where: str) -> dict:
     if not isinstance(obj, dict):
         raise ConfigError(f"{where}: meta must be a dict, got {type(obj).__name__}")
@@ -103,6 +116,28 @@ class Topology:
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) and not hasattr(layers, "__iter__"):
             raise ConfigError(f"layers must be a list of adjacency matrices, got {type(layers).__name__}")
         mats = [_as_bool_csr(layer, f"layer {i}") for i, layer in enumerate(layers)]
+        self._init(mats, names, kernel_masks, meta)
+
+    @classmethod
+    def _from_canonical(
+        cls,
+        layers: list[sp.csr_array],
+        names: Sequence[str] | None = None,
+        kernel_masks: Sequence[np.ndarray | None] | None = None,
+        meta: dict | None = None,
+    ) -> "Topology":
+        """Build from layers already in canonical boolean CSR form (skips the conversion copies)."""
+        topo = cls.__new__(cls)
+        topo._init(list(layers), names, kernel_masks, meta)
+        return topo
+
+    def _init(
+        self,
+        mats: list[sp.csr_array],
+        names: Sequence[str] | None,
+        kernel_masks: Sequence[np.ndarray | None] | None,
+        meta: dict | None,
+    ) -> None:
         if not mats:
             raise ConfigError("a topology needs at least one layer, got an empty list")
         for i, mat in enumerate(mats):
@@ -304,6 +339,14 @@ class Topology:
                     elif cur.dtype == np.int64:
                         cur_max = int(cur.max()) if cur.size else 0
             yield cur.toarray() if sp.issparse(cur) else np.asarray(cur)
+
+    def path_count_cost(self) -> int:
+        """Rough number of multiply-adds :meth:`path_counts` needs: the smaller end's width times the edges."""
+        n_ends = min(self.layers[0].shape[0], self.layers[-1].shape[1])
+        edges = self.total_nnz + sum(
+            (k - 1) * self.layers[i + 1].nnz for i, k in enumerate(self.flatten_factors) if k > 1
+        )
+        return int(n_ends) * int(edges)
 
     def path_counts(self) -> tuple[int, int]:
         """(min, max) over all (input, output) pairs of the number of input-to-output paths.

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from sparsetopo.errors import ConfigError
 from sparsetopo.fileio import atomic_path
-from sparsetopo.topology.core import Topology
+from sparsetopo.topology.core import Topology, _canonical_csr
 
 FORMAT = "sparsetopo.topology"
 VERSION = 1
@@ -111,10 +110,7 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
             row_start[indptr[:-1][indptr[:-1] < nnz]] = True
             if np.any((step <= 0) & ~row_start[1:]):
                 raise _bad(path, f"layer {i}: column indices unsorted or duplicated within a row")
-        mat = sp.csr_array(
-            (np.ones(nnz, dtype=bool), indices.astype(np.int64), indptr.astype(np.int64)), shape=(n_in, n_out)
-        )
-        layers.append(mat)
+        layers.append(_canonical_csr(indices, indptr, (n_in, n_out)))
         if kshape is None:
             if f"kernel_{i}" in data:
                 raise _bad(path, f"layer {i}: kernel mask present but header says fully-connected")
@@ -137,6 +133,6 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
     if extra:
         raise _bad(path, f"unexpected arrays {sorted(extra)}")
     try:
-        return Topology(layers, names=header.get("names"), kernel_masks=kms, meta=header.get("meta") or {})
+        return Topology._from_canonical(layers, names=header.get("names"), kernel_masks=kms, meta=header.get("meta") or {})
     except ConfigError as exc:
         raise _bad(path, str(exc)) from None

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sparsetopo.errors import ConfigError
-from sparsetopo.topology.core import Topology
+from sparsetopo.topology.core import Topology, _canonical_csr
 
 
 def _as_int(value: Any, what: str, minimum: int) -> int:
@@ -54,13 +54,19 @@ def normalize_systems(systems: Any) -> list[list[int]]:
 
 
 def _radix_block(n_prime: int, radix: int, place: int, b_out: int) -> tuple[np.ndarray, int]:
-    """Sorted output columns of each of the ``n_prime`` base rows (shape n_prime x b_out*radix)."""
-    x = np.arange(n_prime, dtype=np.int64)[:, None, None]
-    k = np.arange(radix, dtype=np.int64)[None, None, :] * place
-    blocks = np.arange(b_out, dtype=np.int64)[None, :, None] * n_prime
-    cols = blocks + (x - k) % n_prime  # n_prime x b_out x radix
-    cols = cols.reshape(n_prime, b_out * radix)
-    cols.sort(axis=1)
+    """Sorted output columns of each of the ``n_prime`` base rows (shape n_prime x b_out*radix).
+
+    Row ``x`` connects to ``(x - k p) mod N'`` for ``k < radix``. Those with ``k <= x // p`` do not wrap
+    and descend with ``k``; the rest wrap above ``x``. So ascending order is ``k = m, m-1, .., 0, n-1, .., m+1``
+    with ``m = min(n - 1, x // p)``: a rotation, no sort needed."""
+    x = np.arange(n_prime, dtype=np.int64)
+    m = np.minimum(radix - 1, x // place)
+    ks = (m[:, None] - np.arange(radix, dtype=np.int64)[None, :]) % radix
+    base = (x[:, None] - ks * place) % n_prime  # n_prime x radix, ascending
+    if b_out == 1:
+        return base, radix
+    blocks = np.arange(b_out, dtype=np.int64) * n_prime
+    cols = (blocks[None, :, None] + base[:, None, :]).reshape(n_prime, b_out * radix)
     return cols, b_out * radix
 
 
@@ -100,17 +106,9 @@ def radix_net(systems: Any, kron: Sequence[int] | None = None, trim_inputs: int 
         base, per_row = _radix_block(n_prime, n, place, b_out)
         rows = b_in * n_prime - (trim if i == 0 else 0)
         start = trim if i == 0 else 0
-        if b_in == 1 and start == 0:
-            indices = base.reshape(-1)
-        else:
-            # rows start .. start+rows-1 take base rows (r mod N')
-            idx = np.arange(start, start + rows, dtype=np.int64) % n_prime
-            indices = base[idx].reshape(-1)
+        # row r takes base row r mod N'; the first `start` rows are trimmed away
+        indices = (np.tile(base, (b_in, 1)) if b_in > 1 else base)[start:].reshape(-1)
         indptr = np.arange(0, rows * per_row + 1, per_row, dtype=np.int64)
-        mat = sp.csr_array(
-            (np.ones(indices.shape[0], dtype=bool), indices, indptr), shape=(rows, b_out * n_prime)
-        )
-        mat.has_sorted_indices = True
-        layers.append(mat)
+        layers.append(_canonical_csr(indices, indptr, (rows, b_out * n_prime)))
     meta = {"kind": "radix_net", "systems": systems_n, "kron": kron_l, "trim_inputs": trim}
-    return Topology(layers, meta=meta)
+    return Topology._from_canonical(layers, meta=meta)

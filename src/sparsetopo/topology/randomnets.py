@@ -13,17 +13,30 @@ import numpy as np
 import scipy.sparse as sp
 
 from sparsetopo.errors import ConfigError
-from sparsetopo.topology.core import Topology
+from sparsetopo.topology.core import Topology, _canonical_csr
 
 MODES = ("bernoulli", "exact", "fanin")
 # Use a bitmap of the population for distinct sampling up to this many candidate positions.
 _BITMAP_LIMIT = 1 << 27
+# Random keys drawn at once by the dense fan-in sampler.
+_KEY_BLOCK = 1 << 21
 
 
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
+
+
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of ``a`` (sort-based; faster here than numpy's hash-based unique)."""
+    a = np.sort(a)
+    if a.shape[0] < 2:
+        return a
+    keep = np.empty(a.shape[0], dtype=bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
 
 
 def _sample_distinct(rng: np.random.Generator, population: int, k: int) -> np.ndarray:
@@ -45,7 +58,7 @@ def _sample_distinct(rng: np.random.Generator, population: int, k: int) -> np.nd
         have = 0
         while have < k:
             draw = rng.integers(0, population, size=k - have, dtype=np.int64)
-            draw = np.unique(draw)
+            draw = _sorted_unique(draw)
             draw = draw[~taken[draw]]
             taken[draw] = True
             have += draw.shape[0]
@@ -53,7 +66,7 @@ def _sample_distinct(rng: np.random.Generator, population: int, k: int) -> np.nd
     chosen = np.zeros(0, dtype=np.int64)
     while chosen.shape[0] < k:
         draw = rng.integers(0, population, size=k - chosen.shape[0], dtype=np.int64)
-        chosen = np.union1d(chosen, draw)
+        chosen = _sorted_unique(np.concatenate([chosen, draw]))
     return chosen
 
 
@@ -66,15 +79,32 @@ def _sample_rows(rng: np.random.Generator, n_rows: int, n: int, d: int) -> np.nd
         keep = np.ones((n_rows, n), dtype=bool)
         keep[np.arange(n_rows)[:, None], drop] = False
         return np.nonzero(keep)[1].reshape(n_rows, d).astype(np.int64)
+    if 8 * d >= n:
+        # a sizeable fraction of each row: take the d smallest of n random keys, a block of rows at a time
+        out = np.empty((n_rows, d), dtype=np.int64)
+        step = max(1, _KEY_BLOCK // n)
+        for start in range(0, n_rows, step):
+            keys = rng.random((min(step, n_rows - start), n))
+            pick = np.argpartition(keys, d - 1, axis=1)[:, :d]
+            pick.sort(axis=1)
+            out[start : start + step] = pick
+        return out
+    # few per row: draw with replacement, then redraw duplicates (rare at d < n / 8) until none remain
     rows = rng.integers(0, n, size=(n_rows, d), dtype=np.int64)
-    while True:
-        rows.sort(axis=1)
-        dup = np.zeros(rows.shape, dtype=bool)
-        dup[:, 1:] = rows[:, 1:] == rows[:, :-1]
-        n_dup = int(dup.sum())
-        if n_dup == 0:
-            return rows
-        rows[dup] = rng.integers(0, n, size=n_dup, dtype=np.int64)
+    rows.sort(axis=1)
+    todo = np.arange(n_rows)  # rows that may still hold duplicates
+    while todo.shape[0]:
+        sub = rows[todo]
+        dup = np.zeros(sub.shape, dtype=bool)
+        np.equal(sub[:, 1:], sub[:, :-1], out=dup[:, 1:])
+        bad = dup.any(axis=1)
+        if not bad.any():
+            break
+        todo, sub, dup = todo[bad], sub[bad], dup[bad]
+        sub[dup] = rng.integers(0, n, size=int(dup.sum()), dtype=np.int64)
+        sub.sort(axis=1)
+        rows[todo] = sub
+    return rows
 
 
 def _positions_to_csr(pos: np.ndarray, n_in: int, n_out: int) -> sp.csr_array:
@@ -83,9 +113,7 @@ def _positions_to_csr(pos: np.ndarray, n_in: int, n_out: int) -> sp.csr_array:
     cols = pos % n_out
     indptr = np.zeros(n_in + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_in), out=indptr[1:])
-    mat = sp.csr_array((np.ones(pos.shape[0], dtype=bool), cols, indptr), shape=(n_in, n_out))
-    mat.has_sorted_indices = True
-    return mat
+    return _canonical_csr(cols, indptr, (n_in, n_out))
 
 
 def _exact_layer(rng: np.random.Generator, n_in: int, n_out: int, k: int) -> sp.csr_array:
@@ -98,11 +126,10 @@ def _bernoulli_layer(rng: np.random.Generator, n_in: int, n_out: int, p: float) 
 
 
 def _fanin_layer(rng: np.random.Generator, n_in: int, n_out: int, d: int) -> sp.csr_array:
-    chosen = _sample_rows(rng, n_out, n_in, d)  # n_out x d: the inputs of each output
-    cols = np.repeat(np.arange(n_out, dtype=np.int64), d)
-    mat = sp.csr_array((np.ones(cols.shape[0], dtype=bool), (chosen.reshape(-1), cols)), shape=(n_in, n_out))
-    mat.sort_indices()
-    return mat
+    chosen = _sample_rows(rng, n_out, n_in, d)  # n_out x d, sorted rows: the inputs of each output
+    # that is the CSR form of the transpose (output x input); transpose it into input x output CSR
+    indptr = np.arange(0, n_out * d + 1, d, dtype=np.int64)
+    return sp.csr_array(_canonical_csr(chosen.reshape(-1), indptr, (n_out, n_in)).T.tocsr())
 
 
 def _round_half_up(x: float) -> int:
@@ -181,4 +208,4 @@ def random_topology(sizes: Sequence[int], density: float | Sequence[float], seed
         else:
             layers.append(_bernoulli_layer(rng, n_in, n_out, d))
     meta = {"kind": "random", "mode": mode, "sizes": sizes_l, "density": dens, "seed": seed_i}
-    return Topology(layers, meta=meta)
+    return Topology._from_canonical(layers, meta=meta)
