@@ -233,6 +233,17 @@ def test_conv_layers_at_channel_granularity():
     assert topo.path_counts()[0] == 48 * 25 * 120 * 84
 
 
+def test_flattened_junction_counted_from_either_end():
+    rng = np.random.default_rng(0)
+    a = rng.random((20, 3)) < 0.5  # 20 inputs, 3 "channels"
+    b = rng.random((6, 2)) < 0.6   # each channel flattened into 2 inputs; 2 outputs: counted backwards
+    topo = Topology([a, b])
+    assert topo.flatten_factors == [2]
+    dense = a.astype(int) @ np.repeat(np.eye(3, dtype=int), 2, axis=1) @ b.astype(int)
+    assert topo.path_counts() == (int(dense.min()), int(dense.max()))
+    assert topo.is_path_connected() == bool(dense.min() > 0)
+
+
 def test_random_equivalent_keeps_shapes_and_nnz():
     topo = radix_net((10, 10), (8, 3, 1), 16)
     eq = topo.random_equivalent(seed=5)

@@ -71,6 +71,7 @@ def test_small_radix_plot_beside_its_random_equivalent(tmp_path, capsys):
         (["topology", "random", "--sizes", "10,10", "--density", "2"], "2.0"),
         (["topology", "random", "--sizes", "10,10", "--density", "0.5", "--seed", "-3"], "-3"),
         (["topology", "show", "missing.npz"], "missing.npz"),
+        (["topology", "radix", "--systems", "2x2", "--compare-seed", "-1", "--save", "t.npz"], "-1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(argv, words, capsys, tmp_path, monkeypatch):

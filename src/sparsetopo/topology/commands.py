@@ -29,9 +29,11 @@ def _float_list(text: str, what: str) -> list[float]:
         raise ConfigError(f"{what} {text!r} must be a number or comma-separated numbers, e.g. 0.1 or 0.1,0.05") from None
 
 
-def _check_png(path: str | None) -> None:
+def _check_png(path: str | None, compare_seed: int | None = None) -> None:
     if path is not None and not path.lower().endswith(".png"):
         raise ConfigError(f"--plot file {path!r} must end in .png")
+    if compare_seed is not None and compare_seed < 0:
+        raise ConfigError(f"--compare-seed {compare_seed} must be a non-negative integer")
 
 
 # With --paths auto, path statistics are skipped above this many estimated multiply-adds (about 10 s here).
@@ -101,7 +103,7 @@ def _emit(topo: Topology, args: argparse.Namespace) -> int:
     if args.plot:
         from sparsetopo.topology.plot import plot_topologies
 
-        if args.compare or getattr(args, "compare_seed", None) is not None and args.handler is cmd_show:
+        if args.compare_seed is not None:
             other = topo.random_equivalent(args.compare_seed)
             plot_topologies([topo, other], args.plot, titles=[_title(topo), f"random equivalent (seed {args.compare_seed})"])
         else:
@@ -122,7 +124,7 @@ def _title(topo: Topology) -> str:
 def cmd_radix(args: argparse.Namespace) -> int:
     systems = [_int_list(s, "x", "--systems") for s in args.systems]
     kron = _int_list(args.kron, "x", "--kron") if args.kron is not None else None
-    _check_png(args.plot)
+    _check_png(args.plot, args.compare_seed)
     topo = radix_net(systems, kron, args.trim)
     return _emit(topo, args)
 
@@ -130,14 +132,14 @@ def cmd_radix(args: argparse.Namespace) -> int:
 def cmd_random(args: argparse.Namespace) -> int:
     sizes = _int_list(args.sizes, ",", "--sizes")
     dens = _float_list(args.density, "--density")
-    _check_png(args.plot)
+    _check_png(args.plot, args.compare_seed)
     density: float | list[float] = dens[0] if len(dens) == 1 else dens
     topo = random_topology(sizes, density, args.seed, mode=args.mode)
     return _emit(topo, args)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    _check_png(args.plot)
+    _check_png(args.plot, args.compare_seed)
     topo = Topology.load(args.file)
     return _emit(topo, args)
 
@@ -180,7 +182,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--compare-seed", type=int, default=0, metavar="SEED",
                    help="seed of the random equivalent drawn beside the RadiX-Net by --plot (default 0)")
     _common(r)
-    r.set_defaults(handler=cmd_radix, compare=True)
+    r.set_defaults(handler=cmd_radix)
 
     q = sub.add_parser(
         "random", help="a random sparse topology (Bernoulli, exact count or fixed fan-in)",
@@ -194,7 +196,7 @@ def register(subparsers: Any) -> None:
     q.add_argument("--seed", type=int, default=0, help="random seed, a non-negative integer (default 0)")
     q.add_argument("--mode", choices=MODES, default="bernoulli", help="how edges are drawn (default bernoulli)")
     _common(q)
-    q.set_defaults(handler=cmd_random, compare=False, compare_seed=0)
+    q.set_defaults(handler=cmd_random, compare_seed=None)
 
     s = sub.add_parser("show", help="describe a saved topology file",
                        description="Print the per-layer table and path statistics of a topology saved with --save "
@@ -203,4 +205,4 @@ def register(subparsers: Any) -> None:
     _common(s, save=False)
     s.add_argument("--compare-seed", type=int, default=None, metavar="SEED",
                    help="with --plot, also draw a random equivalent with this seed beside the topology")
-    s.set_defaults(handler=cmd_show, compare=False)
+    s.set_defaults(handler=cmd_show)
