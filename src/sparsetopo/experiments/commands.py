@@ -1,0 +1,125 @@
+"""CLI: ``sparsetopo sweep``, ``sparsetopo report`` and ``sparsetopo reproduce``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sparsetopo.errors import UserError
+from sparsetopo.experiments.estimate import describe_plan
+from sparsetopo.experiments.runner import BACKENDS, run_sweep
+from sparsetopo.experiments.spec import find_experiment_file, load_experiment, shipped_names
+from sparsetopo.experiments.worker import DEFAULT_RUN_FN
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", help="profile of the experiment file: smoke (minutes, for CI), quick (an evening "
+                                     "on a laptop) or paper (the full protocol) (default: the file's default_profile)")
+    p.add_argument("--jobs", type=_positive, help="runs at a time (local default: one per core; Ray default: the "
+                                                  "cluster's CPUs / --threads)")
+    p.add_argument("--threads", type=_positive, help="torch threads per run (local default: cores / jobs; Ray: 1)")
+    p.add_argument("--backend", choices=BACKENDS, default="local", help="local processes or Ray tasks (default: local)")
+    p.add_argument("--ray-address", metavar="ADDR", help="address of an existing Ray cluster (default: start a local "
+                                                         "Ray instance)")
+    p.add_argument("--data-dir", help="dataset root passed to every run (default: $SPARSETOPO_DATA, then the cache)")
+    p.add_argument("--checkpoint-every", type=_positive, metavar="STEPS", help="checkpoint interval of every run")
+    p.add_argument("--max-retries", type=int, default=2, help="times a run whose worker died is retried (default 2)")
+    p.add_argument("--run-fn", default=DEFAULT_RUN_FN, help=argparse.SUPPRESS)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="run every run of an experiment file (skipping those already done)",
+        description="Expand an experiment file's grid into runs named by a hash of their hyperparameters and run "
+                    "them N at a time into DIR/runs/<id>, recording each in DIR/results.db. Runs already completed "
+                    "are skipped; re-running an interrupted sweep resumes it.")
+    p.add_argument("file", metavar="FILE", help="an experiment .toml file, or the name of a shipped one ("
+                                               "fig7, fig8, fig9, ...)")
+    _sweep_options(p)
+    p.add_argument("--dry-run", action="store_true", help="print the runs and the estimated cost; run nothing")
+    p.add_argument("--estimate-from", metavar="DIR", help="with --dry-run: estimate from the run timings in DIR "
+                                                          "(default: --out)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (results.db and runs/)")
+    p.set_defaults(handler=cmd_sweep)
+
+    p = subparsers.add_parser(
+        "report", help="figures, tables and a Markdown page from a sweep's results",
+        description="Read DIR/results.db and write REPORT/index.md, REPORT/figures/*.png|svg and "
+                    "REPORT/tables/*.csv|md: Fig. 7, 8 and 9 of the paper, training-instability figures, mean ± std "
+                    "tables and the paper's findings beside ours.")
+    p.add_argument("dir", metavar="DIR", help="the --out directory of one or more sweeps")
+    p.add_argument("--out", required=True, metavar="REPORT", help="folder for the report")
+    p.add_argument("--experiment", action="append", metavar="NAME", help="only this experiment (repeatable)")
+    p.set_defaults(handler=cmd_report)
+
+    p = subparsers.add_parser(
+        "reproduce", help="sweep and report the paper's figures with the shipped experiment files",
+        description="Run the shipped experiment files (fig7, fig8, fig9 or all of them, extensions included) into "
+                    "DIR and write the report to DIR/report. Interrupted? Run the same command again.")
+    p.add_argument("what", metavar="WHAT", help="fig7 | fig8 | fig9 | all | the name of another shipped file")
+    _sweep_options(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.set_defaults(handler=cmd_reproduce)
+
+
+def _load(names: list[str], profile: str | None) -> list[Any]:
+    return [load_experiment(find_experiment_file(n), profile) for n in names]
+
+
+def _sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
+    if args.max_retries < 0:
+        raise UserError(f"--max-retries {args.max_retries} is invalid: must be >= 0")
+    result = run_sweep(experiments, args.out, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
+                       threads=args.threads, run_fn=args.run_fn, data_dir=args.data_dir,
+                       checkpoint_every=args.checkpoint_every, max_retries=args.max_retries)
+    print(f"sweep: {result.line()}; results in {Path(args.out) / 'results.db'}", file=sys.stderr)
+    for rid, error in result.failures[:10]:
+        print(f"sweep: failed {rid}: {error.splitlines()[0] if error else ''}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    experiments = _load([args.file], args.profile)
+    if args.dry_run:
+        print(describe_plan(experiments, args.out, jobs=args.jobs, estimate_from=args.estimate_from))
+        return 0
+    return _sweep(args, experiments)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sparsetopo.report import write_report
+
+    index = write_report(args.dir, args.out, args.experiment)
+    print(f"report: {index}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from sparsetopo.report import write_report
+
+    names = shipped_names()
+    if args.what == "all":
+        chosen = names
+    elif args.what in names:
+        chosen = [args.what]
+    else:
+        raise UserError(f"reproduce {args.what!r}: choose all or one of: {', '.join(names)}")
+    experiments = _load(chosen, args.profile)  # every file is validated before anything runs
+    t0 = time.time()
+    code = _sweep(args, experiments)
+    index = write_report(args.out, Path(args.out) / "report", [e.name for e in experiments])
+    print(f"reproduce: report in {index} ({time.time() - t0:.0f} s in all)")
+    return code

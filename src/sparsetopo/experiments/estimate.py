@@ -1,0 +1,91 @@
+"""What a sweep will run and roughly how long it will take, from the timings of finished runs."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from sparsetopo.experiments.hparams import registered_defaults
+from sparsetopo.experiments.runner import available_cores, plan
+from sparsetopo.experiments.spec import Experiment, RunSpec
+from sparsetopo.experiments.store import DB_NAME, DONE, ResultsStore
+
+TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
+
+
+def _get(command: str, params: dict[str, Any], key: str) -> Any:
+    return params[key] if key in params else registered_defaults(command).get(key)
+
+
+def budget_steps(command: str, params: dict[str, Any]) -> int:
+    """The training steps of a run (0 for one-shot pruning, which only evaluates)."""
+    if command == "prune" and _get(command, params, "method") == "oneshot":
+        return 0
+    steps = _get(command, params, "steps")
+    if steps:
+        return int(steps)
+    epochs = _get(command, params, "epochs") or 20.0
+    batch = int(_get(command, params, "batch_size") or 100)
+    size = TRAIN_SIZES.get(str(_get(command, params, "dataset")), 60000)
+    return int(round(float(epochs) * (size // batch)))
+
+
+def cost_key(command: str, params: dict[str, Any]) -> tuple:
+    """Runs with the same key cost about the same per step."""
+    method = _get(command, params, "method") if command == "prune" else None
+    topo = str(_get(command, params, "topology") or "dense").split(":", 1)[0]
+    return (_get(command, params, "model"), _get(command, params, "dataset"), _get(command, params, "scale"),
+            topo, method == "oneshot", _get(command, params, "backend"))
+
+
+def timings(results_dir: str | Path) -> dict[tuple, float]:
+    """Seconds per step (seconds per run for one-shot pruning) by cost key, medians over finished runs."""
+    db = Path(results_dir) / DB_NAME
+    if not db.exists():
+        return {}
+    store = ResultsStore(db)
+    try:
+        rows = store.runs()
+    finally:
+        store.close()
+    per: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        if r["status"] not in DONE or not r["wall_seconds"]:
+            continue
+        key = cost_key(r["command"], r["hparams"])
+        steps = budget_steps(r["command"], r["hparams"])
+        per[key].append(r["wall_seconds"] / steps if steps else r["wall_seconds"])
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
+def describe_plan(experiments: Iterable[Experiment], out: str | Path, jobs: int | None = None,
+                  estimate_from: str | Path | None = None) -> str:
+    experiments = list(experiments)
+    specs: list[RunSpec] = plan(experiments)
+    lines = []
+    for exp in experiments:
+        stages = Counter(stage for stage, _ in exp.memberships)
+        lines.append(f"{exp.name} (profile {exp.profile}): {len(exp.runs)} runs: "
+                     + ", ".join(f"{s} {n}" for s, n in stages.items()))
+    known = timings(estimate_from or out)
+    total_steps = sum(budget_steps(s.command, s.params) for s in specs)
+    seconds, unknown = 0.0, Counter()
+    for s in specs:
+        key = cost_key(s.command, s.params)
+        if key in known:
+            steps = budget_steps(s.command, s.params)
+            seconds += known[key] * steps if steps else known[key]
+        else:
+            unknown[f"{key[0]}/{key[1]}" + (f"/{key[2]}" if key[2] else "") + f"/{key[3]}"] += 1
+    lines.append(f"{len(specs)} distinct runs, {total_steps:,} training steps in all")
+    jobs = jobs or available_cores()
+    if known:
+        lines.append(f"estimated compute from the timings in {estimate_from or out}: {seconds / 3600:.2f} run-hours"
+                     f" (~{seconds / jobs / 3600:.2f} h with {jobs} runs at a time on such a machine)")
+        if unknown:
+            lines.append("no timing for: " + ", ".join(f"{k} ({n} runs)" for k, n in sorted(unknown.items())))
+    else:
+        lines.append("no finished runs to estimate from (use --estimate-from DIR with the results of a smaller sweep)")
+    return "\n".join(lines)

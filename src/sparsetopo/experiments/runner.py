@@ -1,0 +1,346 @@
+"""The sweep runner: runs an experiment's runs N at a time, locally or on Ray, into one output directory.
+
+Layout of an output directory::
+
+    DIR/results.db          the results store (see :mod:`sparsetopo.experiments.store`)
+    DIR/runs/<run id>/      one directory per run (hparams.json, metrics.jsonl, summary.json, checkpoint)
+
+Runs already completed (or diverged) in ``results.db`` are skipped; a run whose dependency did not complete
+is recorded as ``blocked``; a run that raises is recorded as ``failed`` with its error and the sweep goes on.
+Re-running the sweep retries failed and blocked runs and resumes interrupted ones from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+from tqdm import tqdm
+
+from sparsetopo.errors import UserError
+from sparsetopo.experiments.spec import Experiment, RunSpec, order_runs
+from sparsetopo.experiments.store import DONE, ResultsStore
+from sparsetopo.experiments.worker import DEFAULT_RUN_FN, execute, init_local_worker, make_task
+
+BACKENDS = ("local", "ray")
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class SweepResult:
+    total: int = 0
+    skipped: int = 0
+    completed: int = 0
+    diverged: int = 0
+    failed: int = 0
+    blocked: int = 0
+    wall_seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.blocked == 0
+
+    def line(self) -> str:
+        return (f"{self.total} runs: {self.skipped} already done, {self.completed} completed, "
+                f"{self.diverged} diverged, {self.failed} failed, {self.blocked} blocked "
+                f"({self.wall_seconds:.0f} s)")
+
+
+class Backend(Protocol):
+    def submit(self, task: dict[str, Any]) -> None: ...
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]: ...
+
+    def in_flight(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _lost(task: dict[str, Any], why: str) -> dict[str, Any]:
+    now = time.time()
+    return {"run_id": task["run_id"], "status": "failed", "summary": {}, "metrics": [], "error": why,
+            "started_at": None, "finished_at": now}
+
+
+class LocalBackend:
+    """``jobs`` worker processes (spawned, so no state is shared) that each run one task at a time.
+
+    A worker that dies (killed, out of memory) breaks the pool: a fresh pool takes over and the runs that
+    were in flight are resubmitted, resuming from their checkpoints, up to ``max_retries`` times each.
+    """
+
+    def __init__(self, jobs: int, max_retries: int = 2) -> None:
+        self.jobs = jobs
+        self.max_retries = max_retries
+        self.ctx = multiprocessing.get_context("spawn")
+        self.pool = self._new_pool()
+        self.futures: dict[cf.Future, dict[str, Any]] = {}
+        self.retries: dict[str, int] = {}
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=self.ctx, initializer=init_local_worker,
+                                      initargs=(os.getpid(),))
+
+    def submit(self, task: dict[str, Any]) -> None:
+        self.futures[self.pool.submit(execute, task)] = task
+
+    def in_flight(self) -> int:
+        return len(self.futures)
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        if not self.futures:
+            return []
+        done, _ = cf.wait(list(self.futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        outcomes: list[dict[str, Any]] = []
+        lost: list[dict[str, Any]] = []
+        for fut in done:
+            task = self.futures.pop(fut)
+            try:
+                outcomes.append(fut.result())
+            except BrokenProcessPool:
+                lost.append(task)
+            except Exception as exc:  # pickling problems and the like
+                outcomes.append(_lost(task, f"{type(exc).__name__}: {exc}"))
+        if lost:
+            # A worker died: every task of the broken pool is lost. Resubmit them to a fresh pool, where
+            # they resume from their checkpoints.
+            lost.extend(self.futures.values())
+            self.futures.clear()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new_pool()
+            for task in lost:
+                n = self.retries.get(task["run_id"], 0) + 1
+                self.retries[task["run_id"]] = n
+                if n > self.max_retries:
+                    outcomes.append(_lost(task, f"the worker process running it died ({n} times)"))
+                else:
+                    self.submit(task)
+        return outcomes
+
+    def close(self) -> None:
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:  # do not leave a run going on behind the user's back
+            if proc.is_alive():
+                proc.terminate()
+        for proc in processes:
+            proc.join(timeout=5)
+
+
+class RayBackend:
+    """The same tasks as Ray remote tasks. A task whose worker or node is lost is retried by Ray
+    (``max_retries``); the retry resumes from the run's checkpoint. The output directory must be on a
+    file system every node sees (run directories hold the checkpoints and the pruned topologies)."""
+
+    def __init__(self, address: str | None, threads: int, max_retries: int = 3) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise UserError("--backend ray needs Ray: pip install 'sparsetopo[ray]'") from None
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            try:
+                ray.init(address=address, **kwargs)
+            except ConnectionError as exc:
+                raise UserError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+            self.started = True
+        self.remote = ray.remote(execute).options(num_cpus=threads, max_retries=max_retries,
+                                                  retry_exceptions=False)
+        self.refs: dict[Any, dict[str, Any]] = {}
+
+    def capacity(self, threads: int) -> int:
+        cpus = int(self.ray.cluster_resources().get("CPU", 1))
+        return max(1, cpus // max(1, threads))
+
+    def submit(self, task: dict[str, Any]) -> None:
+        self.refs[self.remote.remote(task)] = task
+
+    def in_flight(self) -> int:
+        return len(self.refs)
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        if not self.refs:
+            return []
+        ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=timeout)
+        outcomes = []
+        for ref in ready:
+            task = self.refs.pop(ref)
+            try:
+                outcomes.append(self.ray.get(ref))
+            except Exception as exc:  # retries exhausted, or the cluster went away
+                outcomes.append(_lost(task, f"Ray task failed: {type(exc).__name__}: {exc}"))
+        return outcomes
+
+    def close(self) -> None:
+        for ref in list(self.refs):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # pragma: no cover - best effort
+                pass
+        self.refs.clear()
+        if self.started:
+            self.ray.shutdown()
+
+
+def plan(experiments: Iterable[Experiment]) -> list[RunSpec]:
+    """Every run of the experiments, each once, dependencies first."""
+    seen: dict[str, RunSpec] = {}
+    for exp in experiments:
+        for spec in exp.runs:
+            seen.setdefault(spec.id, spec)
+    return order_runs(seen.values())
+
+
+def _eta(t0: float, done: int, left: int) -> str:
+    if done <= 0:
+        return f"{left} left"
+    seconds = (time.time() - t0) / done * left
+    return f"{left} left, about {seconds / 60:.1f} min to go" if left else "all done"
+
+
+def _status_line(state: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in state.items())
+
+
+def run_sweep(experiments: Iterable[Experiment], out: str | Path, *, jobs: int | None = None,
+              backend: str = "local", ray_address: str | None = None, threads: int | None = None,
+              run_fn: str = DEFAULT_RUN_FN, data_dir: str | None = None, checkpoint_every: int | None = None,
+              max_retries: int = 2, progress: bool | None = None, poll_seconds: float = 1.0) -> SweepResult:
+    """Run every run of ``experiments`` not yet done in ``out``; returns the counts.
+
+    ``jobs`` runs at a time (local default: one per core), each with ``threads`` torch threads (local
+    default: cores // jobs). ``progress`` None shows a live bar on a terminal and one line per finished run
+    otherwise; False is silent.
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend!r} is not allowed; choose one of: {', '.join(BACKENDS)}")
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs {jobs} is invalid: must be >= 1")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads} is invalid: must be >= 1")
+    experiments = list(experiments)
+    specs = plan(experiments)
+    out = Path(out)
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultsStore(out)
+    t0 = time.time()
+    result = SweepResult(total=len(specs))
+    try:
+        for exp in experiments:
+            store.register_experiment(exp)
+        known = store.statuses([s.id for s in specs])
+        state: dict[str, str] = {rid: st for rid, st in known.items() if st in DONE}
+        pending = [s for s in specs if s.id not in state]
+        result.skipped = len(specs) - len(pending)
+
+        if backend == "ray":
+            threads = threads or 1
+            ray_backend = RayBackend(ray_address, threads, max_retries=max_retries)
+            jobs = jobs or ray_backend.capacity(threads)
+            runner: Backend = ray_backend
+        else:
+            jobs = jobs or available_cores()
+            threads = threads or max(1, available_cores() // jobs)
+            runner = LocalBackend(jobs, max_retries=max_retries) if pending else _NoBackend()
+        extra = {"data_dir": data_dir, "checkpoint_every": checkpoint_every}
+        by_id = {s.id: s for s in specs}
+        tty = sys.stderr.isatty()
+        show_bar = progress if progress is not None else tty
+        log_lines = progress is None and not tty
+        bar = tqdm(total=len(specs), initial=result.skipped, unit="run", desc="sweep", disable=not show_bar,
+                   dynamic_ncols=True, file=sys.stderr)
+        counts = {"running": 0, "failed": 0, "diverged": 0, "blocked": 0}
+        finished = result.skipped
+        try:
+            while pending or runner.in_flight():
+                for spec in list(pending):
+                    bad = [d for d in spec.deps if state.get(d) in ("diverged", "failed", "blocked")]
+                    if bad:
+                        why = ", ".join(f"{d} ({state[d]})" for d in bad)
+                        store.record_run(spec.id, spec.command, spec.params, "blocked",
+                                         error=f"needs run(s) that did not complete: {why}")
+                        state[spec.id] = "blocked"
+                        pending.remove(spec)
+                        result.blocked += 1
+                        counts["blocked"] += 1
+                        finished += 1
+                        bar.update(1)
+                        continue
+                    if runner.in_flight() >= jobs:
+                        continue
+                    if all(state.get(d) == "completed" for d in spec.deps):
+                        runner.submit(make_task(spec.id, spec.command, spec.params, runs_dir, run_fn=run_fn,
+                                                threads=threads, extra=extra))
+                        pending.remove(spec)
+                if not runner.in_flight():
+                    if pending:  # cannot happen with a dependency-ordered plan; never spin
+                        raise UserError("runs left whose dependencies are not part of the sweep: "
+                                        + ", ".join(s.id for s in pending))
+                    break
+                counts["running"] = runner.in_flight()
+                bar.set_postfix_str(_status_line(counts), refresh=True)
+                for oc in runner.poll(poll_seconds):
+                    spec = by_id[oc["run_id"]]
+                    status = oc["status"]
+                    store.record_run(spec.id, spec.command, spec.params, status, summary=oc.get("summary"),
+                                     metrics=oc.get("metrics", ()), error=oc.get("error"),
+                                     started_at=oc.get("started_at"), finished_at=oc.get("finished_at"))
+                    state[spec.id] = status
+                    setattr(result, status, getattr(result, status) + 1)
+                    if status in counts:
+                        counts[status] += 1
+                    if status == "failed":
+                        result.failures.append((spec.id, str(oc.get("error"))))
+                        bar.write(f"sweep: run {spec.id} ({spec.experiment}/{spec.stage}) failed: "
+                                  f"{str(oc.get('error')).splitlines()[0] if oc.get('error') else ''}",
+                                  file=sys.stderr)
+                    elif log_lines:
+                        acc = (oc.get("summary") or {}).get("final_test_accuracy")
+                        acc_text = f", test accuracy {acc:.4f}" if isinstance(acc, (int, float)) else ""
+                        print(f"sweep: [{finished + 1}/{len(specs)}] {spec.id} ({spec.experiment}/{spec.stage}) "
+                              f"{status}{acc_text}; {_eta(t0, finished + 1 - result.skipped, len(specs) - finished - 1)}",
+                              file=sys.stderr, flush=True)
+                    finished += 1
+                    bar.update(1)
+                counts["running"] = runner.in_flight()
+                bar.set_postfix_str(_status_line(counts), refresh=False)
+        finally:
+            bar.close()
+            runner.close()
+    finally:
+        store.close()
+    result.wall_seconds = time.time() - t0
+    return result
+
+
+class _NoBackend:
+    """Nothing to run: no worker processes are started."""
+
+    def submit(self, task: dict[str, Any]) -> None:  # pragma: no cover - never called
+        raise AssertionError("nothing to submit")
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        return []
+
+    def in_flight(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,244 @@
+"""The results store: one SQLite database (``results.db``, WAL mode) per sweep output directory.
+
+Tables:
+
+- ``runs``: one row per run (id, command, canonical hyperparameters as JSON, status, timings, final
+  metrics, the full summary as JSON, the error of a failed run, the number of attempts).
+- ``metrics``: the run's evaluations over time (run_id, step, epoch, train_loss, test_loss, test_accuracy).
+- ``experiments``: each experiment file swept into the directory (name, kind, title, profile, source text).
+- ``memberships``: which runs belong to which experiment and stage (a run shared by two experiments, such
+  as a pruned network both Fig. 7 and Fig. 8 retrain from, is stored and run once).
+
+A finished run is imported in one transaction (its row and all its metrics, or nothing), so a sweep killed
+at any moment leaves no half-written run; several processes may write at once (SQLite serialises the
+writers, each waits up to ``timeout`` seconds for the lock).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+DB_NAME = "results.db"
+DONE = ("completed", "diverged")  # a run in one of these states is never run again
+STATUSES = ("completed", "diverged", "failed", "blocked")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    hparams TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    wall_seconds REAL,
+    steps INTEGER,
+    final_test_accuracy REAL,
+    best_test_accuracy REAL,
+    pruned_test_accuracy REAL,
+    weights_total INTEGER,
+    weights_nonzero INTEGER,
+    summary TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    step INTEGER NOT NULL,
+    epoch REAL,
+    train_loss REAL,
+    test_loss REAL,
+    test_accuracy REAL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    title TEXT,
+    description TEXT,
+    profile TEXT,
+    path TEXT,
+    source TEXT,
+    findings TEXT,
+    updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS memberships (
+    experiment TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (experiment, stage, run_id)
+);
+CREATE INDEX IF NOT EXISTS memberships_run ON memberships(run_id);
+"""
+
+_METRIC_KEYS = ("step", "epoch", "train_loss", "test_loss", "test_accuracy")
+
+
+def _num(value: Any) -> float | None:
+    """A metric value for SQLite: NaN and infinities (a diverged run's loss) are stored as NULL."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if x == x and abs(x) != float("inf") else None
+
+
+class ResultsStore:
+    """The ``results.db`` of an output directory. Cheap to open; one connection per process."""
+
+    def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
+        path = Path(path)
+        self.path = path / DB_NAME if path.is_dir() or path.suffix != ".db" else path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        with self.transaction():
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self.conn.execute(stmt)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: all of it or none of it, one writer at a time."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def register_experiment(self, exp: Any) -> None:
+        """Record an experiment and its runs' memberships (idempotent)."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO experiments (name, kind, title, description, profile, path, source,"
+                " findings, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (exp.name, exp.kind, exp.title, exp.description, exp.profile, exp.path, exp.source,
+                 json.dumps(exp.findings), time.time()))
+            c.execute("DELETE FROM memberships WHERE experiment = ?", (exp.name,))
+            c.executemany("INSERT OR IGNORE INTO memberships (experiment, stage, run_id) VALUES (?, ?, ?)",
+                          [(exp.name, stage, rid) for stage, rid in exp.memberships])
+
+    def record_run(self, run_id: str, command: str, params: Mapping[str, Any], status: str, *,
+                   summary: Mapping[str, Any] | None = None, metrics: Sequence[Mapping[str, Any]] = (),
+                   error: str | None = None, started_at: float | None = None,
+                   finished_at: float | None = None) -> None:
+        """Insert or replace a run's row and all its metrics in one transaction."""
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {STATUSES}")
+        summary = dict(summary or {})
+        finished_at = time.time() if finished_at is None else finished_at
+        rows = []
+        for m in metrics:
+            if m.get("step") is None:
+                continue
+            rows.append((run_id, int(m["step"]), _num(m.get("epoch")), _num(m.get("train_loss")),
+                         _num(m.get("test_loss")), _num(m.get("test_accuracy"))))
+        with self.transaction() as c:
+            prev = c.execute("SELECT attempts FROM runs WHERE id = ?", (run_id,)).fetchone()
+            attempts = (prev["attempts"] + 1) if prev else 1
+            c.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            c.execute(
+                "INSERT OR REPLACE INTO runs (id, command, hparams, status, started_at, finished_at,"
+                " wall_seconds, steps, final_test_accuracy, best_test_accuracy, pruned_test_accuracy,"
+                " weights_total, weights_nonzero, summary, error, attempts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, command, json.dumps(dict(params), sort_keys=True), status, started_at, finished_at,
+                 _num(summary.get("wall_seconds")), summary.get("steps"),
+                 _num(summary.get("final_test_accuracy")), _num(summary.get("best_test_accuracy")),
+                 _num(summary.get("pruned_test_accuracy")), summary.get("weights_total"),
+                 summary.get("weights_nonzero"), json.dumps(summary, sort_keys=True, default=str) if summary else None,
+                 error, attempts))
+            c.executemany("INSERT OR REPLACE INTO metrics (run_id, step, epoch, train_loss, test_loss,"
+                          " test_accuracy) VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def statuses(self, ids: Sequence[str] | None = None) -> dict[str, str]:
+        rows = self.conn.execute("SELECT id, status FROM runs").fetchall()
+        out = {r["id"]: r["status"] for r in rows}
+        return out if ids is None else {i: out[i] for i in ids if i in out}
+
+    def runs(self, experiment: str | None = None) -> list[dict[str, Any]]:
+        """Every run (of one experiment) as a dict, hyperparameters and summary decoded."""
+        if experiment is None:
+            rows = self.conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT DISTINCT runs.* FROM runs JOIN memberships ON memberships.run_id = runs.id"
+                " WHERE memberships.experiment = ? ORDER BY runs.id", (experiment,)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["hparams"] = json.loads(d["hparams"])
+            d["summary"] = json.loads(d["summary"]) if d["summary"] else {}
+            out.append(d)
+        return out
+
+    def metrics(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT step, epoch, train_loss, test_loss, test_accuracy FROM metrics"
+                                 " WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def experiments(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM experiments ORDER BY name").fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["findings"] = json.loads(d["findings"]) if d.get("findings") else []
+            out.append(d)
+        return out
+
+    def memberships(self, experiment: str) -> list[tuple[str, str]]:
+        rows = self.conn.execute("SELECT stage, run_id FROM memberships WHERE experiment = ?"
+                                 " ORDER BY rowid", (experiment,)).fetchall()
+        return [(r["stage"], r["run_id"]) for r in rows]
+
+    def count(self, run_id: str | None = None) -> int:
+        if run_id is None:
+            return int(self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        return int(self.conn.execute("SELECT COUNT(*) FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
+
+
+def read_metrics_file(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The evaluations in a run's ``metrics.jsonl`` (a torn last line, from a kill, is ignored)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    out: list[dict[str, Any]] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return out
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            by_step[int(row["step"])] = {k: row.get(k) for k in _METRIC_KEYS}
+    out = [by_step[s] for s in sorted(by_step)]
+    return out

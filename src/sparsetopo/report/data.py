@@ -1,0 +1,176 @@
+"""The report's view of a results store: runs with their hyperparameters, roles and metrics."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from sparsetopo.errors import UserError
+from sparsetopo.experiments.hparams import RUN_TOKEN, registered_defaults
+from sparsetopo.experiments.store import DB_NAME, ResultsStore
+
+SEED_KEYS = ("seed", "data_seed")
+# Options that never tell two configurations apart in a table (where the files are, run references).
+NOT_A_SETTING = frozenset({"data_dir", "checkpoint_every", "from_run", "eval_every"})
+
+
+@dataclass
+class Run:
+    id: str
+    command: str
+    params: dict[str, Any]
+    status: str
+    final: float | None
+    best: float | None
+    pruned: float | None
+    steps: int | None
+    wall_seconds: float | None
+    summary: dict[str, Any]
+    error: str | None
+    stages: list[str] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    def get(self, key: str) -> Any:
+        if key in self.params:
+            return self.params[key]
+        return registered_defaults(self.command).get(key)
+
+    @property
+    def parent(self) -> str | None:
+        """The run whose topology (or weights) this run trains on, if any."""
+        for key in ("topology", "init", "from_run"):
+            value = self.params.get(key)
+            if isinstance(value, str):
+                m = RUN_TOKEN.search(value)
+                if m:
+                    return m.group(1)
+        return None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+def sparsity_of(run: Run) -> float | None:
+    """The nominal sparsity of a run's sparse layers: the prune target, the scale, the topology spec's
+    density, else the measured sparsity of the layers that are not dense."""
+    if run.command == "prune":
+        s = run.get("sparsity")
+        return float(s) if s is not None else None
+    scale = run.get("scale")
+    if isinstance(scale, str) and ":" in scale:
+        kind, _, value = scale.partition(":")
+        try:
+            v = float(value)
+        except ValueError:
+            v = math.nan
+        if kind == "connections" and v > 0:
+            return 1.0 - 1.0 / v
+        if kind == "neurons":
+            return 1.0 - v
+    topo = str(run.get("topology") or "dense")
+    if topo == "dense":
+        return 0.0
+    m = re.search(r"density=([0-9.eE+-]+)", topo)
+    if m:
+        try:
+            return 1.0 - float(m.group(1))
+        except ValueError:
+            pass
+    layers = [layer for layer in run.summary.get("layers", []) if layer.get("density", 1.0) < 1.0]
+    if layers:
+        size = sum(_size(layer) for layer in layers)
+        nnz = sum(int(layer.get("nnz", 0)) for layer in layers)
+        if size > 0:
+            return round(1.0 - nnz / size, 4)
+    return None
+
+
+def _size(layer: dict[str, Any]) -> int:
+    n = 1
+    for d in layer.get("shape", []):
+        n *= int(d)
+    return n
+
+
+def topology_family(run: Run) -> str:
+    topo = str(run.get("topology") or "dense")
+    return topo.split(":", 1)[0] if ":" in topo else topo
+
+
+def regime_of(run: Run) -> str:
+    """'connections' (fixed connections, widened), 'neurons' (fixed neurons) or 'dense'."""
+    scale = run.get("scale")
+    if isinstance(scale, str) and scale.startswith("connections:"):
+        return "dense" if float(scale.split(":", 1)[1]) == 1 and topology_family(run) == "dense" else "connections"
+    if isinstance(scale, str) and scale.startswith("neurons:"):
+        return "neurons"
+    return "dense" if topology_family(run) == "dense" else "neurons"
+
+
+def label(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class ReportData:
+    """Every run of a results directory, loaded once."""
+
+    def __init__(self, results_dir: str | Path) -> None:
+        path = Path(results_dir)
+        db = path / DB_NAME if path.is_dir() else path
+        if not db.exists():
+            raise UserError(f"{results_dir}: no {DB_NAME} here; give the --out directory of a sweep")
+        self.dir = db.parent
+        store = ResultsStore(db)
+        try:
+            self.experiments = store.experiments()
+            rows = store.runs()
+            self.runs: dict[str, Run] = {}
+            for r in rows:
+                self.runs[r["id"]] = Run(
+                    id=r["id"], command=r["command"], params=r["hparams"], status=r["status"],
+                    final=r["final_test_accuracy"], best=r["best_test_accuracy"], pruned=r["pruned_test_accuracy"],
+                    steps=r["steps"], wall_seconds=r["wall_seconds"], summary=r["summary"], error=r["error"])
+            self.members: dict[str, list[tuple[str, str]]] = {}
+            for exp in self.experiments:
+                pairs = store.memberships(exp["name"])
+                self.members[exp["name"]] = pairs
+                for stage, rid in pairs:
+                    if rid in self.runs:
+                        self.runs[rid].stages.append(f"{exp['name']}/{stage}")
+            for rid, run in self.runs.items():
+                run.metrics = store.metrics(rid)
+        finally:
+            store.close()
+
+    def experiment_runs(self, name: str) -> list[Run]:
+        seen: list[Run] = []
+        for _, rid in self.members.get(name, []):
+            run = self.runs.get(rid)
+            if run is not None and run not in seen:
+                seen.append(run)
+        return seen
+
+    def parent_of(self, run: Run) -> Run | None:
+        pid = run.parent
+        return self.runs.get(pid) if pid else None
+
+
+def varying(runs: Iterable[Run], ignore: Iterable[str] = ()) -> list[str]:
+    """The options that take more than one value among ``runs`` (seeds and ``ignore`` left out)."""
+    runs = list(runs)
+    skip = set(SEED_KEYS) | set(NOT_A_SETTING) | set(ignore)
+    keys = sorted({k for r in runs for k in r.params} - skip)
+    out = []
+    for key in keys:
+        values = {repr(r.get(key)) for r in runs}
+        if len(values) > 1:
+            out.append(key)
+    return out

@@ -1,0 +1,408 @@
+"""One section of the report per experiment, drawn according to the experiment's kind."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from sparsetopo.report import figures as F
+from sparsetopo.report.data import ReportData, Run, label, regime_of, sparsity_of, topology_family, varying
+from sparsetopo.report.findings import Finding, fig7_findings, fig8_findings, fig9_findings, lr_findings
+from sparsetopo.report.stats import Plateau, Stat, describe, plateau_test
+from sparsetopo.report.tables import Table
+
+
+@dataclass
+class Section:
+    name: str
+    title: str
+    text: list[str] = field(default_factory=list)
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (file stem, caption)
+    tables: list[Table] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def _group(runs: Iterable[Run], key: Callable[[Run], Any]) -> dict[Any, list[Run]]:
+    out: dict[Any, list[Run]] = defaultdict(list)
+    for r in runs:
+        out[key(r)].append(r)
+    return dict(out)
+
+
+def _extras(runs: list[Run], ignore: Iterable[str]) -> list[str]:
+    return varying(runs, ignore=ignore)
+
+
+def _extra_label(run: Run, keys: list[str]) -> str:
+    return ", ".join(f"{k}={label(run.get(k))}" for k in keys)
+
+
+def _model_label(model: str, dataset: str) -> str:
+    names = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5"}
+    data = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+    return f"{names.get(model, model)} on {data.get(dataset, dataset)}"
+
+
+def _curve(run: Run) -> tuple[list[int], list[float]]:
+    pts = [(m["step"], m["test_accuracy"]) for m in run.metrics if m.get("test_accuracy") is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plateau_results(runs: list[Run], config_key: Callable[[Run], Any]) -> dict[str, Plateau]:
+    """The plateau test for each run, the reference being the best final accuracy of its configuration."""
+    out: dict[str, Plateau] = {}
+    for _, group in _group(runs, config_key).items():
+        finals = [r.final for r in group if r.final is not None]
+        for r in group:
+            steps, acc = _curve(r)
+            ref = max(finals) if finals else (max(acc) if acc else math.nan)
+            ref = max([ref] + ([max(acc)] if acc else []))
+            out[r.id] = plateau_test(steps, acc, ref)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Fig. 7: pruning, before and after retraining
+
+
+def fig7(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -> Section:
+    sec = Section(exp["name"], exp.get("title") or exp["name"])
+    ok = [r for r in runs if r.ok]
+    dense = [r for r in ok if r.command == "train" and r.parent is None and topology_family(r) == "dense"]
+    pruned = [r for r in ok if r.command == "prune"]
+    retrained = [r for r in ok if r.command == "train" and data.parent_of(r) is not None
+                 and data.parent_of(r).command == "prune"]  # type: ignore[union-attr]
+    extra = _extras(retrained + pruned, ignore=("model", "dataset", "sparsity", "method", "topology", "steps",
+                                                "begin", "end", "frequency"))
+
+    def method(r: Run) -> str:
+        p = r if r.command == "prune" else data.parent_of(r)
+        return str(p.get("method")) if p is not None else "dense"
+
+    def sp(r: Run) -> float:
+        p = r if r.command == "prune" else data.parent_of(r)
+        return float(sparsity_of(p) or 0.0) if p is not None else 0.0
+
+    models = sorted({(r.get("model"), r.get("dataset")) for r in dense + pruned + retrained})
+    table = Table(f"{exp['name']}_accuracy", f"{sec.title}: test accuracy (%)",
+                  ["model", "method", "sparsity"] + extra + ["after pruning", "retrained (final)", "retrained (best)"],
+                  note="mean ± std over seeds (n runs). 'after pruning': the pruned network's test accuracy "
+                       "before any retraining (one-shot) or at the end of gradual pruning; 'retrained': a new "
+                       "network trained from scratch on the pruned structure.")
+    summary: dict[tuple, dict[str, Stat]] = {}
+    fig, axes = F.panel_grid(max(1, len(models)), ncols=min(2, max(1, len(models))), size=(5.0, 3.6))
+    for ax, (model, dataset) in zip(axes, models):
+        d = [r for r in dense if (r.get("model"), r.get("dataset")) == (model, dataset)]
+        ds = describe(r.final for r in d)
+        summary[(model, dataset, "dense", 0.0, "")] = {"pruned": ds, "retrained": ds}
+        table.add(_model_label(model, dataset), "dense", 0.0, *[""] * len(extra), ds, None, None)
+        if ds.n:
+            ax.axhline(ds.mean * 100, color=F.COLORS["dense"], linestyle=":", label=f"dense ({ds.mean * 100:.2f}%)")
+        mine_p = [r for r in pruned if (r.get("model"), r.get("dataset")) == (model, dataset)]
+        mine_r = [r for r in retrained if (r.get("model"), r.get("dataset")) == (model, dataset)]
+        series = sorted({(method(r), _extra_label(r, extra)) for r in mine_p + mine_r})
+        xs_all: list[float] = []
+        for meth, ex in series:
+            for phase, pool, value, style in (("after pruning", mine_p, lambda r: r.pruned if r.pruned is not None
+                                               else r.final, "--"),
+                                              ("retrained", mine_r, lambda r: r.final, "-")):
+                sel = [r for r in pool if method(r) == meth and _extra_label(r, extra) == ex]
+                by_sp = _group(sel, sp)
+                xs = sorted(by_sp)
+                stats = [describe(value(r) for r in by_sp[x]) for x in xs]
+                pts = [[value(r) for r in by_sp[x] if value(r) is not None] for x in xs]
+                name = f"{'one-shot' if meth == 'oneshot' else meth}, {phase}" + (f" ({ex})" if ex else "")
+                F.errorbar(ax, xs, stats, name, color=F.COLORS.get(meth), linestyle=style,
+                           marker="s" if phase == "retrained" else "o", points=pts)
+                xs_all += xs
+        for meth, ex in series:
+            keyed = defaultdict(dict)
+            for r in mine_p:
+                if method(r) == meth and _extra_label(r, extra) == ex:
+                    keyed[sp(r)].setdefault("p", []).append(r.pruned if r.pruned is not None else r.final)
+            for r in mine_r:
+                if method(r) == meth and _extra_label(r, extra) == ex:
+                    keyed[sp(r)].setdefault("r", []).append(r)
+            exrun = next((r for r in mine_p + mine_r if method(r) == meth and _extra_label(r, extra) == ex), None)
+            for x in sorted(keyed):
+                ps = describe(keyed[x].get("p", []))
+                rs = describe(r.final for r in keyed[x].get("r", []))
+                bs = describe(r.best for r in keyed[x].get("r", []))
+                summary[(model, dataset, meth, x, ex)] = {"pruned": ps, "retrained": rs}
+                extra_vals = [label(exrun.get(k)) if exrun else "" for k in extra]
+                table.add(_model_label(model, dataset), meth, x, *extra_vals, ps, rs, bs)
+        if xs_all:
+            F.sparsity_axis(ax, xs_all)
+        ax.set_title(_model_label(model, dataset))
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=7)
+    F.save(fig, folder, f"{exp['name']}_accuracy_vs_sparsity")
+    sec.figures.append((f"{exp['name']}_accuracy_vs_sparsity",
+                        "Test accuracy against sparsity: gradual and one-shot pruning, after pruning (dashed) and "
+                        "after retraining from scratch on the pruned structure (solid); mean ± std over seeds, "
+                        "dots are single runs; the dotted line is the dense network."))
+    sec.tables.append(table)
+    _instability(sec, data, exp, retrained, folder, x_of=sp, series_of=lambda r: method(r) + (
+        f" ({_extra_label(r, extra)})" if extra else ""))
+    sec.findings = fig7_findings(summary)
+    return sec
+
+
+# ------------------------------------------------------------------------------------------------------
+# Fig. 8: accuracy over time when retraining on pruned structures
+
+
+def fig8(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -> Section:
+    sec = Section(exp["name"], exp.get("title") or exp["name"])
+    done = [r for r in runs if r.status in ("completed", "diverged")]
+    retrained = [r for r in done if r.command == "train" and data.parent_of(r) is not None]
+
+    def sp(r: Run) -> float:
+        p = data.parent_of(r)
+        return float(sparsity_of(p) or 0.0) if p is not None else 0.0
+
+    extra = _extras(retrained, ignore=("topology",))
+    rows = sorted({_extra_label(r, extra) for r in retrained})
+    cols = sorted({sp(r) for r in retrained})
+    if not retrained:
+        sec.text.append("No retraining runs have finished yet.")
+        return sec
+    fig, axes = F.panel_grid(len(rows) * len(cols), nrows=len(rows), ncols=len(cols), size=(3.6, 2.9))
+    for i, row in enumerate(rows):
+        for j, s in enumerate(cols):
+            ax = axes[i * len(cols) + j]
+            sel = sorted((r for r in retrained if sp(r) == s and _extra_label(r, extra) == row),
+                         key=lambda r: (r.get("seed"), r.id))
+            for r in sel:
+                steps, acc = _curve(r)
+                ax.plot(steps, [a * 100 for a in acc], linewidth=1.1,
+                        label=f"seed {r.get('seed')}" + (" (diverged)" if r.status == "diverged" else ""))
+            parents = {data.parent_of(r).id: data.parent_of(r) for r in sel}  # type: ignore[union-attr]
+            for p in parents.values():
+                ref = p.pruned if p.pruned is not None else p.final
+                if ref is not None:
+                    ax.axhline(ref * 100, color="black", linestyle=":", linewidth=0.9)
+            ax.set_title(f"sparsity {s * 100:g}%" + (f", {row}" if row else ""), fontsize=8)
+            ax.set_xlabel("training step")
+            ax.set_ylabel("test accuracy (%)")
+            if sel:
+                ax.legend(fontsize=6)
+    F.save(fig, folder, f"{exp['name']}_accuracy_over_time")
+    sec.figures.append((f"{exp['name']}_accuracy_over_time",
+                        "Test accuracy during retraining on a gradually pruned structure: one line per seed "
+                        "(same structure, different initial weights), one panel per sparsity"
+                        + (" and setting" if extra else "") + "; the dotted line is the accuracy of the pruned "
+                        "network itself."))
+    _instability(sec, data, exp, retrained, folder, x_of=sp,
+                 series_of=lambda r: _extra_label(r, extra) or "retrained")
+    sec.findings = fig8_findings(_plateau_summary(retrained, data, sp, extra))
+    return sec
+
+
+def _plateau_summary(runs: list[Run], data: ReportData, x_of: Callable[[Run], float],
+                     extra: list[str]) -> list[dict[str, Any]]:
+    pl = plateau_results(runs, lambda r: (r.parent, _extra_label(r, extra)))
+    out = []
+    for (x, ex), group in sorted(_group(runs, lambda r: (x_of(r), _extra_label(r, extra))).items()):
+        out.append({"sparsity": x, "setting": ex, "lr": group[0].get("lr"), "n": len(group),
+                    "plateaued": sum(pl[r.id].plateaued for r in group),
+                    "stuck": sum(pl[r.id].stuck for r in group),
+                    "final": describe(r.final for r in group)})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Training instability (shared by Fig. 7, 8, 9)
+
+
+def _instability(sec: Section, data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path,
+                 x_of: Callable[[Run], float], series_of: Callable[[Run], str]) -> None:
+    runs = [r for r in runs if r.status in ("completed", "diverged")]
+    if not runs:
+        return
+    pl = plateau_results(runs, lambda r: (r.parent, series_of(r), r.get("scale"), r.get("topology")
+                                          if r.parent is None else None, r.get("model"), r.get("dataset")))
+    table = Table(f"{exp['name']}_instability", f"{sec.title}: spread across seeds and plateaus",
+                  ["model", "setting", "sparsity", "final accuracy", "range (points)", "plateaued", "stuck at end"],
+                  note="A run plateaus when its test accuracy stays within 0.5 points for at least 20% of its "
+                       "evaluated steps (3+ evaluations) while at least 2 points below the best final accuracy "
+                       "of its configuration; it is stuck if that stretch reaches its last evaluation.")
+    groups = _group(runs, lambda r: (_model_label(r.get("model"), r.get("dataset")), series_of(r), x_of(r)))
+    series = sorted({(k[0], k[1]) for k in groups})
+    fig, axes = F.panel_grid(2, ncols=2, size=(5.0, 3.4))
+    for model, setting in series:
+        xs = sorted(k[2] for k in groups if k[:2] == (model, setting))
+        spreads, fracs = [], []
+        for x in xs:
+            g = groups[(model, setting, x)]
+            st = describe(r.final for r in g)
+            n_pl = sum(pl[r.id].plateaued for r in g)
+            n_st = sum(pl[r.id].stuck for r in g)
+            table.add(model, setting, x, st, (st.max - st.min) * 100 if st.n else None, f"{n_pl}/{len(g)}",
+                      f"{n_st}/{len(g)}")
+            spreads.append(st.std * 100 if st.n > 1 else math.nan)
+            fracs.append(n_pl / len(g))
+        name = f"{model}, {setting}" if len(series) > 1 else model
+        axes[0].plot(xs, spreads, marker="o", label=name)
+        axes[1].plot(xs, fracs, marker="o", label=name)
+    all_x = [k[2] for k in groups]
+    for ax in axes:
+        F.sparsity_axis(ax, all_x)
+        ax.legend(fontsize=6)
+    axes[0].set_ylabel("std of final test accuracy over seeds (points)")
+    axes[0].set_title("spread across seeds")
+    axes[1].set_ylabel("fraction of runs that plateau")
+    axes[1].set_ylim(-0.05, 1.05)
+    axes[1].set_title("plateaus (see the plateau test)")
+    F.save(fig, folder, f"{exp['name']}_instability")
+    sec.figures.append((f"{exp['name']}_instability",
+                        "Training instability: standard deviation of the final test accuracy across seeds (left) "
+                        "and the fraction of runs that plateau (right), against sparsity."))
+    sec.tables.append(table)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Fig. 9: fixed connections vs fixed neurons, random and RadiX-Net topologies
+
+
+def fig9(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -> Section:
+    sec = Section(exp["name"], exp.get("title") or exp["name"])
+    ok = [r for r in runs if r.ok and r.command == "train"]
+    extra = _extras(ok, ignore=("model", "dataset", "topology", "scale", "steps"))
+    panels = sorted({(r.get("model"), r.get("dataset")) for r in ok})
+    table = Table(f"{exp['name']}_accuracy", f"{sec.title}: test accuracy (%)",
+                  ["model", "regime", "topology", "sparsity", "scale"] + extra
+                  + ["final accuracy", "best accuracy", "connections"],
+                  note="mean ± std over seeds (n runs). Fixed connections: the sparse layers are widened K times "
+                       "at density 1/K; fixed neurons: the same shapes at density F. Connections: weights present "
+                       "(mean over runs).")
+    summary: list[dict[str, Any]] = []
+    fig, axes = F.panel_grid(max(1, len(panels)), ncols=min(3, max(1, len(panels))), size=(4.4, 3.4))
+    for ax, (model, dataset) in zip(axes, panels):
+        mine = [r for r in ok if (r.get("model"), r.get("dataset")) == (model, dataset)]
+        keyed = _group(mine, lambda r: (regime_of(r), topology_family(r), round(sparsity_of(r) or 0.0, 6),
+                                        r.get("scale") or "", _extra_label(r, extra)))
+        xs_all = []
+        for key in sorted(keyed, key=lambda k: (k[0], k[1], k[2], k[4])):
+            regime, fam, x, scale, ex = key
+            g = keyed[key]
+            st, bt = describe(r.final for r in g), describe(r.best for r in g)
+            nnz = [r.summary.get("weights_nonzero") for r in g if r.summary.get("weights_nonzero") is not None]
+            table.add(_model_label(model, dataset), regime, fam, x, scale,
+                      *[label(g[0].get(k)) for k in extra], st, bt, round(sum(nnz) / len(nnz)) if nnz else None)
+            summary.append({"model": model, "dataset": dataset, "regime": regime, "family": fam, "sparsity": x,
+                            "setting": ex, "final": st})
+            xs_all.append(x)
+        for regime in ("connections", "neurons"):
+            for ex in sorted({k[4] for k in keyed}):
+                pts = {k[2]: keyed[k] for k in keyed if k[4] == ex and k[1] in ("random", "dense")
+                       and (k[0] == regime or k[0] == "dense")}
+                if len(pts) < 1 or all(k == 0.0 for k in pts):
+                    continue
+                xs = sorted(pts)
+                name = f"fixed {regime}, random" + (f" ({ex})" if ex else "")
+                F.errorbar(ax, xs, [describe(r.final for r in pts[x]) for x in xs], name,
+                           color=F.COLORS[regime] if not ex else None,
+                           points=[[r.final for r in pts[x] if r.final is not None] for x in xs])
+            rad = {k[2]: keyed[k] for k in keyed if k[0] == regime and k[1] == "radix"}
+            if rad:
+                xs = sorted(rad)
+                F.errorbar(ax, xs, [describe(r.final for r in rad[x]) for x in xs], f"fixed {regime}, RadiX-Net",
+                           color=F.COLORS[regime], marker="*", linestyle="none")
+        if xs_all:
+            F.sparsity_axis(ax, xs_all)
+        ax.set_title(_model_label(model, dataset))
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=7)
+    F.save(fig, folder, f"{exp['name']}_accuracy_vs_sparsity")
+    sec.figures.append((f"{exp['name']}_accuracy_vs_sparsity",
+                        "Test accuracy against sparsity at fixed connections (wider layers, same number of "
+                        "weights) and at fixed neurons (same shapes, fewer weights), one panel per model and "
+                        "dataset; stars are RadiX-Nets, lines random topologies; mean ± std over seeds."))
+    sec.tables.append(table)
+    _instability(sec, data, exp, [r for r in runs if r.command == "train"], folder,
+                 x_of=lambda r: round(sparsity_of(r) or 0.0, 6),
+                 series_of=lambda r: f"{regime_of(r)}, {topology_family(r)}")
+    sec.findings = fig9_findings(summary)
+    return sec
+
+
+# ------------------------------------------------------------------------------------------------------
+# Learning-rate axis (extension)
+
+
+def lr_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -> Section:
+    sec = Section(exp["name"], exp.get("title") or exp["name"])
+    done = [r for r in runs if r.status in ("completed", "diverged") and r.command == "train"]
+    panels = sorted({(r.get("model"), r.get("dataset")) for r in done})
+    table = Table(f"{exp['name']}_accuracy", f"{sec.title}: test accuracy (%)",
+                  ["model", "regime", "sparsity", "lr", "final accuracy", "diverged"],
+                  note="mean ± std over seeds (n runs); diverged runs count as failures, not as accuracies.")
+    summary: list[dict[str, Any]] = []
+    fig, axes = F.panel_grid(max(1, len(panels)), ncols=min(3, max(1, len(panels))), size=(4.4, 3.4))
+    for ax, (model, dataset) in zip(axes, panels):
+        mine = [r for r in done if (r.get("model"), r.get("dataset")) == (model, dataset)]
+        by = _group(mine, lambda r: (regime_of(r), round(sparsity_of(r) or 0.0, 6)))
+        for (regime, x), g in sorted(by.items()):
+            by_lr = _group(g, lambda r: float(r.get("lr")))
+            lrs = sorted(by_lr)
+            stats = [describe(r.final for r in by_lr[lr] if r.ok) for lr in lrs]
+            for lr, st in zip(lrs, stats):
+                div = sum(r.status == "diverged" for r in by_lr[lr])
+                table.add(_model_label(model, dataset), regime, x, lr, st, f"{div}/{len(by_lr[lr])}")
+                summary.append({"model": model, "dataset": dataset, "regime": regime, "sparsity": x, "lr": lr,
+                                "final": st})
+            F.errorbar(ax, lrs, stats, f"{regime}, sparsity {x * 100:g}%")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(_model_label(model, dataset))
+        ax.legend(fontsize=7)
+    F.save(fig, folder, f"{exp['name']}_accuracy_vs_lr")
+    sec.figures.append((f"{exp['name']}_accuracy_vs_lr",
+                        "Final test accuracy against the learning rate, one line per sparsity; mean ± std over "
+                        "seeds."))
+    sec.tables.append(table)
+    sec.findings = lr_findings(summary)
+    return sec
+
+
+# ------------------------------------------------------------------------------------------------------
+# Every experiment: a table of every configuration
+
+
+def runs_table(exp: dict[str, Any], runs: list[Run]) -> Table:
+    keys = varying(runs, ignore=("topology", "init", "from_run"))
+    table = Table(f"{exp['name']}_runs", f"{exp.get('title') or exp['name']}: every configuration",
+                  ["command"] + keys + ["structure", "runs", "status", "final accuracy", "best accuracy",
+                                        "after pruning", "mean wall s"],
+                  note="One row per configuration (seeds pooled). 'structure': the run a retraining run takes "
+                       "its topology or weights from.")
+    groups = _group(runs, lambda r: (r.command, tuple(label(r.get(k)) for k in keys), _structure(r)))
+    for (command, values, structure), g in sorted(groups.items()):
+        statuses = defaultdict(int)
+        for r in g:
+            statuses[r.status] += 1
+        ok = [r for r in g if r.ok]
+        walls = [r.wall_seconds for r in g if r.wall_seconds is not None]
+        table.add(command, *values, structure, len(g), ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
+                  describe(r.final for r in ok), describe(r.best for r in ok),
+                  describe(r.pruned for r in ok) if command == "prune" else None,
+                  round(sum(walls) / len(walls), 1) if walls else None)
+    return table
+
+
+def _structure(run: Run) -> str:
+    pid = run.parent
+    if pid is None:
+        topo = str(run.get("topology") or "dense")
+        return topo
+    return f"from {pid}"
+
+
+BUILDERS: dict[str, Callable[[ReportData, dict[str, Any], list[Run], Path], Section]] = {
+    "fig7": fig7, "fig8": fig8, "fig9": fig9, "lr": lr_section,
+}
