@@ -170,7 +170,7 @@ def register(subparsers: Any) -> None:
         "radix", help="an exact RadiX-Net from mixed-radix systems and Kronecker widths",
         description="Build the RadiX-Net of one or more mixed-radix systems. Layer i connects x to y when "
                     "(x - y) mod N' is a multiple 0, p, ..., (n-1)p of its place value p, Kronecker-expanded by "
-                    "ones(B_i, B_i+1). Example: --systems 10x10 --kron 8x3x1 --trim 16 gives 784x300x100 at 10%% density.",
+                    "ones(B_i, B_i+1). Example: --systems 10x10 --kron 8x3x1 --trim 16 gives 784x300x100 at 10% density.",
     )
     r.add_argument("--systems", action="append", required=True, metavar="N1xN2x...",
                    help="a mixed-radix system, radices separated by 'x' (e.g. 10x10); repeat for several systems: "
