@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sparsetopo.nn import kernels
 from sparsetopo.nn import structure as st
 
 
@@ -101,18 +102,70 @@ class CSRLinearTorch(torch.autograd.Function):
         return gx, gv, None
 
 
-def csr_linear(x2d: torch.Tensor, values: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """``x2d @ W^T`` for a (batch, cols) input; W on ``plan`` with ``values``."""
-    return CSRLinearTorch.apply(x2d, values, plan)
+def _feature_major(x2d: torch.Tensor) -> torch.Tensor:
+    """``x2d.t()`` as a C-contiguous (features, batch) tensor; free when x2d is already a transposed view."""
+    xt = x2d.t()
+    return xt if xt.is_contiguous() else xt.contiguous()
+
+
+class CSRLinearNumba(torch.autograd.Function):
+    """y = x W^T + b on CPU with the numba kernels; activations handled feature-major.
+
+    The output is returned as the transpose of a contiguous (out, batch) tensor, so the next sparse layer
+    (after element-wise ops, which keep the layout) reads it without a copy.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+                plan: Plan) -> torch.Tensor:
+        xt = _feature_major(x.detach())
+        v = values.detach()
+        b = bias.detach().numpy() if bias is not None else None
+        yt = kernels.spmm(plan.np_indptr, plan.np_indices, v.numpy(), xt.numpy(), bias=b)
+        ctx.plan = plan
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(xt, values)
+        return torch.from_numpy(yt).t()
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):
+        xt, values = ctx.saved_tensors
+        plan: Plan = ctx.plan
+        gyt = _feature_major(gy)
+        gyt_np = gyt.numpy()
+        gx = gv = gb = None
+        if ctx.needs_input_grad[0]:
+            gxt = kernels.spmm(plan.np_t_indptr, plan.np_t_indices, values.detach().numpy(), gyt_np,
+                               perm=plan.np_perm)
+            gx = torch.from_numpy(gxt).t()
+        if ctx.needs_input_grad[1]:
+            gv = torch.from_numpy(kernels.sddmm(plan.np_indptr, plan.np_indices, gyt_np, xt.numpy()))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gyt.sum(1)
+        return gx, gv, gb, None
+
+
+def numba_ok(x: torch.Tensor, values: torch.Tensor) -> bool:
+    """Whether the numba kernels apply: CPU, float32/float64, matching dtypes."""
+    return (x.device.type == "cpu" and values.device.type == "cpu" and x.dtype == values.dtype
+            and x.dtype in (torch.float32, torch.float64) and not x.is_sparse)
+
+
+def csr_linear(x2d: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+               plan: Plan) -> torch.Tensor:
+    """``x2d @ W^T + bias`` for a (batch, cols) input; W on ``plan`` with ``values``."""
+    if numba_ok(x2d, values) and (bias is None or bias.dtype == values.dtype):
+        return CSRLinearNumba.apply(x2d, values, bias, plan)
+    y = CSRLinearTorch.apply(x2d, values, plan)
+    return y + bias if bias is not None else y
 
 
 def sparse_linear(layer, x: torch.Tensor) -> torch.Tensor:
     plan = layer_plan(layer)
+    if x.dim() == 2:
+        return csr_linear(x, layer.weight_values, layer.bias, plan)
     lead = x.shape[:-1]
-    x2d = x.reshape(-1, x.shape[-1])
-    y = csr_linear(x2d, layer.weight_values, plan)
-    if layer.bias is not None:
-        y = y + layer.bias
+    y = csr_linear(x.reshape(-1, x.shape[-1]), layer.weight_values, layer.bias, plan)
     return y.reshape(*lead, plan.rows)
 
 
@@ -128,9 +181,8 @@ def sparse_conv2d(layer, x: torch.Tensor) -> torch.Tensor:
     ow = (w + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
     cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
                     stride=layer.stride)                      # (n, in*kk, L)
-    x2d = cols.transpose(1, 2).reshape(n * oh * ow, plan.cols)
-    y = csr_linear(x2d, layer.weight_values, plan)            # (n*L, out)
-    if layer.bias is not None:
-        y = y + layer.bias
-    y = y.reshape(n, oh * ow, plan.rows).transpose(1, 2).reshape(n, plan.rows, oh, ow)
+    # feature-major (in*kk, n*L) input, handed to csr_linear as its transposed view
+    xt = cols.permute(1, 0, 2).reshape(plan.cols, n * oh * ow)
+    y = csr_linear(xt.t(), layer.weight_values, layer.bias, plan)   # (n*L, out)
+    y = y.t().reshape(plan.rows, n, oh * ow).permute(1, 0, 2).reshape(n, plan.rows, oh, ow)
     return y if batched else y.squeeze(0)

@@ -94,9 +94,7 @@ class _SparseLayer(nn.Module):
         values, b = init_values(indptr, fan_in_dense, self.init, bias)
         self.register_buffer("weight_shape_", torch.tensor(self.weight_shape, dtype=torch.int64))
         self._install(indptr, indices, values)
-        self.bias = nn.Parameter(b) if b is not None else None
-        if b is None:
-            self.register_parameter("bias", None)
+        self.register_parameter("bias", nn.Parameter(b) if b is not None else None)
 
     # ----------------------------------------------------------------------------- backends
     def _resolve_backend(self, indptr: np.ndarray, requested: str) -> str:

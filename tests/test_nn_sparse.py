@@ -1,0 +1,180 @@
+"""The ``sparse`` backend computes exactly what ``masked`` computes, without dense weight-sized memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from sparsetopo.nn import SparseConv2d, SparseLinear, count_weights
+
+
+def make_mask(rng: np.random.Generator, rows: int, cols: int, kind: str) -> np.ndarray:
+    if kind == "dense":
+        return np.ones((rows, cols), dtype=bool)
+    if kind == "empty":
+        return np.zeros((rows, cols), dtype=bool)
+    density = {"half": 0.5, "tenth": 0.1, "sparse": 0.01}.get(kind, 0.3)
+    m = rng.random((rows, cols)) < density
+    if kind == "holes":  # empty rows and columns
+        m[rng.random(rows) < 0.3] = False
+        m[:, rng.random(cols) < 0.3] = False
+    return m
+
+
+def pair(mask, cls_args: tuple, conv: bool, dtype: torch.dtype, seed: int, **kw):
+    layers = []
+    for backend in ("masked", "sparse"):
+        torch.manual_seed(seed)
+        cls = SparseConv2d if conv else SparseLinear
+        layers.append(cls(*cls_args[:2], *cls_args[2:], mask, backend=backend, **kw).to(dtype))
+    return layers
+
+
+def grads(layer, x, gy):
+    x = x.clone().requires_grad_(True)
+    y = layer(x)
+    param = layer.weight if layer.backend == "masked" else layer.weight_values
+    gx, gw, gb = torch.autograd.grad(y, (x, param, layer.bias), gy)
+    if layer.backend == "masked":
+        m2 = layer.mask.reshape(layer._rows, layer._cols)
+        gw2 = gw.reshape(layer._rows, layer._cols)
+        assert torch.all(gw2[~m2] == 0)  # pruned connections get exactly zero gradient
+        gw = gw2[m2]
+    return y, gx, gw, gb
+
+
+LINEAR_CASES = [
+    # (in, out, batch, mask kind)
+    (1, 1, 1, "dense"), (7, 5, 1, "random"), (30, 20, 3, "holes"), (64, 33, 512, "tenth"),
+    (300, 100, 100, "sparse"), (50, 40, 17, "empty"), (129, 65, 2, "dense"), (784, 300, 64, "tenth"),
+    (200, 300, 256, "half"), (17, 1000, 5, "holes"), (1000, 3, 9, "sparse"), (5, 7, 130, "random"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_linear_matches_masked(case, dtype):
+    n_in, n_out, batch, kind = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    mask = make_mask(rng, n_out, n_in, kind)
+    a, b = pair(mask, (n_in, n_out), False, dtype, seed=1)
+    x = torch.from_numpy(rng.standard_normal((batch, n_in))).to(dtype)
+    gy = torch.from_numpy(rng.standard_normal((batch, n_out))).to(dtype)
+    tol = dict(rtol=1e-5, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    for ra, rb in zip(grads(a, x, gy), grads(b, x, gy)):
+        torch.testing.assert_close(rb, ra, **tol)
+
+
+CONV_CASES = [
+    # (in_ch, out_ch, kernel, stride, padding, batch, hw, mask kind, channel mask?)
+    (6, 16, 5, 1, 0, 4, 14, "half", True), (3, 8, 3, 2, 1, 1, 9, "holes", True),
+    (4, 5, 3, 1, 1, 3, 6, "random", False), (1, 6, 5, 1, 2, 2, 8, "dense", True),
+    (8, 8, 1, 1, 0, 5, 4, "tenth", True), (5, 4, (3, 2), (2, 1), (1, 0), 2, 7, "empty", True),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_conv_matches_masked(case):
+    cin, cout, k, stride, pad, batch, hw, kind, channel = case
+    rng = np.random.default_rng(7)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    mask = make_mask(rng, cout, cin, kind) if channel else make_mask(rng, cout, cin * kh * kw, kind).reshape(
+        cout, cin, kh, kw)
+    a, b = pair(mask, (cin, cout, k), True, torch.float64, seed=2, stride=stride, padding=pad)
+    x = torch.from_numpy(rng.standard_normal((batch, cin, hw, hw)))
+    ya = a(x)
+    gy = torch.from_numpy(rng.standard_normal(tuple(ya.shape)))
+    for ra, rb in zip(grads(a, x, gy), grads(b, x, gy)):
+        torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-10)
+
+
+def test_conv_unbatched_input():
+    mask = np.ones((4, 3), dtype=bool)
+    a, b = pair(mask, (3, 4, 3), True, torch.float32, seed=0, padding=1)
+    x = torch.randn(3, 5, 5)
+    torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
+
+
+def test_linear_leading_dims_and_non_contiguous_input():
+    mask = make_mask(np.random.default_rng(0), 6, 8, "random")
+    a, b = pair(mask, (8, 6), False, torch.float32, seed=0)
+    x = torch.randn(2, 3, 8)
+    torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
+    xt = torch.randn(8, 5).t()
+    torch.testing.assert_close(b(xt), a(xt), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_training_gives_the_same_weights_under_both_backends(opt):
+    rng = np.random.default_rng(3)
+    m1 = make_mask(rng, 40, 30, "tenth")
+    m2 = make_mask(rng, 10, 40, "random")
+    cm = make_mask(rng, 6, 3, "half")
+    models = []
+    for backend in ("masked", "sparse"):
+        torch.manual_seed(0)
+        models.append(nn.Sequential(
+            SparseConv2d(3, 6, 3, cm, padding=1, backend=backend), nn.ReLU(), nn.Flatten(),
+            nn.Linear(6 * 25, 30), nn.Tanh(), SparseLinear(30, 40, m1, backend=backend), nn.ReLU(),
+            SparseLinear(40, 10, m2, backend=backend)).double())
+    x = torch.from_numpy(rng.standard_normal((16, 3, 5, 5)))
+    t = torch.from_numpy(rng.integers(0, 10, 16))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3) if opt == "sgd"
+            else torch.optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    for _ in range(5):
+        for m, o in zip(models, opts):
+            o.zero_grad()
+            nn.functional.cross_entropy(m(x), t).backward()
+            o.step()
+    for la, lb in zip(models[0], models[1]):
+        if hasattr(la, "dense_weight"):
+            torch.testing.assert_close(lb.dense_weight(), la.dense_weight(), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(models[1](x), models[0](x), rtol=1e-5, atol=1e-9)
+
+
+def test_sparse_backend_is_deterministic():
+    mask = make_mask(np.random.default_rng(1), 300, 500, "tenth")
+    outs = []
+    for threads in (1, 2, 1):
+        prev = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            torch.manual_seed(0)
+            layer = SparseLinear(500, 300, mask, backend="sparse")
+            x = torch.randn(64, 500, requires_grad=True)
+            y = layer(x)
+            y.pow(2).sum().backward()
+            outs.append((y.detach(), x.grad, layer.weight_values.grad))
+        finally:
+            torch.set_num_threads(prev)
+    for other in outs[1:]:
+        for u, v in zip(outs[0], other):
+            assert torch.equal(u, v)
+
+
+def test_no_dense_weight_sized_allocation():
+    # 1e6 x 1e5 dense-equivalent weights (400 GB in float32): anything weight-sized would fail here.
+    rows, cols = 1_000_000, 100_000
+    rng = np.random.default_rng(0)
+    nnz = 2_000
+    r = rng.integers(0, rows, nnz)
+    c = rng.integers(0, cols, nnz)
+    mask = sp.coo_array((np.ones(nnz, dtype=bool), (r, c)), shape=(rows, cols))
+    layer = SparseLinear(cols, rows, mask, backend="sparse", bias=False)
+    assert layer.nnz == len(set(zip(r.tolist(), c.tolist())))
+    assert layer.density == pytest.approx(layer.nnz / (rows * cols))
+    x = torch.zeros(2, cols)
+    x[:, c[:10]] = 1.0
+    y = layer(x)
+    assert y.shape == (2, rows)
+    y.sum().backward()
+    assert layer.weight_values.grad.shape == (layer.nnz,)
+    sd = layer.state_dict()
+    assert sum(t.numel() for t in sd.values()) < 10 * nnz + rows + 10
+    other = SparseLinear(cols, rows, mask, backend="sparse", bias=False)
+    other.load_state_dict(sd)
+    assert torch.equal(other.weight_values, layer.weight_values)
+    assert count_weights(nn.Sequential(layer)) == (rows * cols, layer.nnz)
