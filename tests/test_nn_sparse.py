@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -58,12 +60,12 @@ LINEAR_CASES = [
 @pytest.mark.parametrize("case", LINEAR_CASES, ids=lambda c: "x".join(map(str, c)))
 def test_linear_matches_masked(case, dtype):
     n_in, n_out, batch, kind = case
-    rng = np.random.default_rng(hash(case) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
     mask = make_mask(rng, n_out, n_in, kind)
     a, b = pair(mask, (n_in, n_out), False, dtype, seed=1)
     x = torch.from_numpy(rng.standard_normal((batch, n_in))).to(dtype)
     gy = torch.from_numpy(rng.standard_normal((batch, n_out))).to(dtype)
-    tol = dict(rtol=1e-5, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    tol = dict(rtol=1e-5, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     for ra, rb in zip(grads(a, x, gy), grads(b, x, gy)):
         torch.testing.assert_close(rb, ra, **tol)
 
