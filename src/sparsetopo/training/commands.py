@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparsetopo.errors import ConfigError
 from sparsetopo.training.hparams import TRAIN_GROUPS, add_arguments, collect
-from sparsetopo.training.run import RunOptions, check_init, execute
+
+if TYPE_CHECKING:
+    from sparsetopo.training.run import RunOptions
 
 RUN_OPTION_NAMES = ("out", "data_dir", "mirror", "quiet", "checkpoint_every", "threads", "config", "snapshot_steps")
 
@@ -31,13 +33,15 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_options(args: argparse.Namespace | dict[str, Any]) -> RunOptions:
+def run_options(args: argparse.Namespace | dict[str, Any]) -> "RunOptions":
     values = vars(args) if isinstance(args, argparse.Namespace) else args
 
     for name in ("checkpoint_every", "threads"):
         value = values.get(name)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')}: {value} is invalid: must be > 0")
+    from sparsetopo.training.run import RunOptions
+
     out = values.get("out")
     return RunOptions(out=Path(out) if out else None, data_dir=values.get("data_dir"), mirror=values.get("mirror"),
                       quiet=bool(values.get("quiet")), checkpoint_every=values.get("checkpoint_every"),
@@ -72,6 +76,8 @@ def print_summary(summary: dict[str, Any], out: Path | None) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from sparsetopo.training.run import check_init, execute
+
     groups = collect(TRAIN_GROUPS, {k: v for k, v in vars(args).items() if k not in RUN_OPTION_NAMES}, args.config)
     check_init(groups[1].init)
     options = run_options(args)

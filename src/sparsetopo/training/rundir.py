@@ -38,7 +38,10 @@ def prepare(out: Path, command: str, canonical: dict[str, Any], full: dict[str, 
         ours = {"command": command, **canonical}
         if theirs != ours:
             keys = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-            diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in keys)
+            their_full = {"command": existing.get("command"), **existing.get("hparams", {})}
+            our_full = {"command": command, **full}
+            diff = ", ".join(f"{k}: {their_full.get(k, theirs.get(k))!r} there, {our_full.get(k, ours.get(k))!r} here"
+                             for k in keys)
             raise UserError(f"{out} holds a different run ({diff}); choose another --out or the same options")
         summary_path = out / SUMMARY
         if summary_path.exists():
