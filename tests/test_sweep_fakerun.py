@@ -3,7 +3,9 @@
 It follows the run contract: writes hparams.json, metrics.jsonl, summary.json (and topology.npz for prune
 runs) into ``out_dir``; returns the existing summary when called again on a finished directory; refuses a
 directory holding other parameters; checks that the files its parameters refer to exist. ``lr >= 100``
-diverges, ``widths = "crash"`` raises, ``widths = "die"`` kills the process. The time it takes per run is
+diverges, ``widths = "crash"`` raises, ``widths = "die"`` kills the process, ``widths = "die-once"`` writes a
+checkpoint half way and kills the process the first time (called again, it resumes from the checkpoint and
+records ``resumed_from_step`` in the summary). The time it takes per run is
 ``$FAKE_RUN_SECONDS`` (default 0).
 """
 
@@ -43,8 +45,13 @@ def run(command: str, params: dict[str, Any], out_dir: str | os.PathLike[str], *
         raise RuntimeError("boom")
     if params.get("widths") == "die":
         os._exit(9)
-    time.sleep(float(os.environ.get("FAKE_RUN_SECONDS", "0")))
     steps = int(params.get("steps", 100))
+    checkpoint = out / "checkpoint.json"
+    resumed_from = json.loads(checkpoint.read_text())["step"] if checkpoint.exists() else None
+    if params.get("widths") == "die-once" and resumed_from is None:
+        checkpoint.write_text(json.dumps({"step": steps // 2}))
+        os._exit(9)
+    time.sleep(float(os.environ.get("FAKE_RUN_SECONDS", "0")))
     every = int(params.get("eval_every") or max(1, steps // 4))
     seed = int(params.get("seed", 0))
     sparsity = float(params.get("sparsity", 0.0))
@@ -69,6 +76,7 @@ def run(command: str, params: dict[str, Any], out_dir: str | os.PathLike[str], *
         "layers": [{"name": "fc1", "shape": [300, 784], "nnz": int(235200 * (1 - sparsity)),
                     "density": 1 - sparsity}],
         "weights_total": 235200, "weights_nonzero": int(235200 * (1 - sparsity)),
+        "resumed_from_step": resumed_from,
     }
     if command == "prune":
         summary["pruned_test_accuracy"] = final - 0.01

@@ -27,7 +27,7 @@ from sparsetopo.errors import ConfigError
 COMMANDS = ("train", "prune")
 
 # Options passed to a run that do not change its result: never part of its id.
-OPERATIONAL = frozenset({"data_dir", "checkpoint_every"})
+OPERATIONAL = frozenset({"data_dir", "mirror", "checkpoint_every", "snapshot_steps"})
 
 # Defaults for options the hyperparameter dataclasses of the training and pruning packages do not declare
 # (or, for pruning, until they do). Values follow the issues' stated defaults.

@@ -80,7 +80,9 @@ def sparsity_of(run: Run) -> float | None:
             return 1.0 - float(m.group(1))
         except ValueError:
             pass
-    layers = [layer for layer in run.summary.get("layers", []) if layer.get("density", 1.0) < 1.0]
+    layers = run.summary.get("layers", [])
+    flagged = [layer for layer in layers if layer.get("sparse")]
+    layers = flagged or [layer for layer in layers if layer.get("density", 1.0) < 1.0]
     if layers:
         size = sum(_size(layer) for layer in layers)
         nnz = sum(int(layer.get("nnz", 0)) for layer in layers)

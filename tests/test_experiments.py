@@ -1,0 +1,195 @@
+"""Experiment files: grid expansion, profiles, dependencies, run ids, and the shipped files."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sparsetopo.errors import ConfigError
+from sparsetopo.experiments import hparams as hp
+from sparsetopo.experiments.spec import find_experiment_file, load_experiment, order_runs, shipped_names
+
+GRID = """
+[experiment]
+name = "grid"
+kind = "fig7"
+default_profile = "smoke"
+
+[fixed]
+dataset = "mnist"
+steps = 100
+
+[stages.dense]
+command = "train"
+axes = { model = ["lenet300", "lenet5"], seed = [0, 1] }
+
+[stages.oneshot]
+command = "prune"
+parent = "dense"
+inherit = ["model", "seed"]
+fixed = { method = "oneshot", from_run = "{parent}" }
+axes = { sparsity = [0.5, 0.9] }
+
+[stages.retrain]
+command = "train"
+parent = "oneshot"
+inherit = ["model"]
+fixed = { topology = "file:{parent}/topology.npz" }
+axes = { seed = [7] }
+
+[profiles.paper]
+
+[profiles.smoke]
+fixed = { steps = 10 }
+stages.dense.axes.seed = [0]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_grid_expands_axes_in_order_with_profile_overlay(tmp_path):
+    path = write(tmp_path, GRID)
+    paper = load_experiment(path, "paper")
+    smoke = load_experiment(path)  # the file's default profile
+    assert smoke.profile == "smoke"
+    # paper: 2 models x 2 seeds dense, x 2 sparsities one-shot, x 1 retrain seed
+    assert [s for s, _ in paper.memberships].count("dense") == 4
+    assert [s for s, _ in paper.memberships].count("oneshot") == 8
+    assert [s for s, _ in paper.memberships].count("retrain") == 8
+    assert len(smoke.runs) == 2 + 4 + 4
+    dense = [r for r in paper.runs if r.stage == "dense"]
+    assert [(r.params["model"], r.params["seed"]) for r in dense] == [
+        ("lenet300", 0), ("lenet300", 1), ("lenet5", 0), ("lenet5", 1)]
+    assert all(r.params["steps"] == 10 for r in smoke.runs)
+    assert all(r.params["dataset"] == "mnist" for r in smoke.runs)
+
+
+def test_dependencies_are_symbolic_run_references(tmp_path):
+    exp = load_experiment(write(tmp_path, GRID), "paper")
+    by_id = {r.id: r for r in exp.runs}
+    for r in exp.runs:
+        if r.stage == "oneshot":
+            (dep,) = r.deps
+            assert by_id[dep].stage == "dense"
+            assert r.params["from_run"] == f"{{run:{dep}}}"
+            assert r.params["model"] == by_id[dep].params["model"]  # inherited
+            assert r.params["seed"] == by_id[dep].params["seed"]
+        if r.stage == "retrain":
+            (dep,) = r.deps
+            assert by_id[dep].stage == "oneshot"
+            assert r.params["topology"] == f"file:{{run:{dep}}}/topology.npz"
+            assert r.params["seed"] == 7
+    order = [r.id for r in order_runs(reversed(exp.runs))]
+    for r in exp.runs:
+        for dep in r.deps:
+            assert order.index(dep) < order.index(r.id)
+    # resolved only when a run executes, to that run's directory
+    resolved = hp.resolve(exp.runs[-1].params, tmp_path / "runs")
+    assert resolved["topology"] == f"file:{(tmp_path / 'runs' / exp.runs[-1].deps[0]).resolve()}/topology.npz"
+
+
+def test_run_id_is_stable_and_ignores_defaults_and_operational_options():
+    params = {"model": "lenet5", "lr": 0.1, "seed": 3, "steps": 300}
+    rid = hp.run_id("train", params)
+    assert rid == "train-b61e2b132d191871"  # pinned: a change here renames every existing run
+    assert hp.run_id("train", dict(reversed(list(params.items())))) == rid
+    assert hp.run_id("train", {"model": "lenet5", "seed": 3, "steps": 300}) == rid  # lr 0.1 is the default
+    assert hp.run_id("train", {**params, "batch_size": 100, "optimizer": "sgd", "topology": "dense"}) == rid
+    assert hp.run_id("train", {**params, "data_dir": "/data", "checkpoint_every": 50}) == rid
+    assert hp.run_id("train", {**params, "lr": 1}) == hp.run_id("train", {**params, "lr": 1.0})
+    assert hp.run_id("train", {**params, "lr": 0.2}) != rid
+    assert hp.run_id("prune", params) != rid
+
+
+def test_a_new_hyperparameter_with_a_default_does_not_rename_old_runs():
+    params = {"model": "lenet5", "seed": 3, "steps": 300}
+    old = dict(hp.registered_defaults("train"))
+    new = {**old, "label_smoothing": 0.0}
+    assert hp.run_id("train", params, new) == hp.run_id("train", params, old)
+    assert hp.run_id("train", {**params, "label_smoothing": 0.0}, new) == hp.run_id("train", params, old)
+    assert hp.run_id("train", {**params, "label_smoothing": 0.1}, new) != hp.run_id("train", params, old)
+
+
+def test_defaults_follow_the_training_dataclasses():
+    defaults = hp.registered_defaults("prune")
+    assert defaults["lr"] == 0.1 and defaults["batch_size"] == 100 and defaults["optimizer"] == "sgd"
+    assert (defaults["begin"], defaults["end"], defaults["frequency"]) == (2000, 5000, 200)
+
+
+def test_same_run_in_two_stages_is_one_run(tmp_path):
+    text = GRID.replace("[stages.retrain]", """[stages.again]
+command = "train"
+axes = { model = ["lenet300"], seed = [0] }
+
+[stages.retrain]""")
+    exp = load_experiment(write(tmp_path, text), "paper")
+    again = exp.stage_runs("again")
+    assert len(again) == 1 and again[0] in exp.stage_runs("dense")
+    assert len({r.id for r in exp.runs}) == len(exp.runs)
+
+
+@pytest.mark.parametrize("change, message", [
+    (("stages.dense]\ncommand = \"train\"", "stages.dense]\ncommand = \"fit\""), "command 'fit' is not allowed"),
+    (("seed = [0, 1] }", "seed = [0, 1], learning_rate = [0.1] }"), "unknown option(s) learning_rate"),
+    (("parent = \"dense\"", "parent = \"nothing\""), "parent 'nothing' must be a stage declared above"),
+    (("[profiles.paper]", "[profiles.paper]\nstages.typo.axes.seed = [1]"), "changes stage 'typo'"),
+    (("axes = { sparsity = [0.5, 0.9] }", "axes = { sparsity = [] }"), "axis 'sparsity' is an empty list"),
+    (("kind = \"fig7\"", "kind = \"fig10\""), "kind 'fig10' is not allowed"),
+    (("[fixed]", "[fixd]"), "unknown top-level key(s) fixd"),
+])
+def test_bad_files_are_refused_naming_the_problem(tmp_path, change, message):
+    old, new = change
+    assert old in GRID
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, GRID.replace(old, new)), "paper")
+    assert message in str(err.value)
+
+
+def test_unknown_profile_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="profile 'huge' is not declared; choose one of: paper, smoke"):
+        load_experiment(write(tmp_path, GRID), "huge")
+    with pytest.raises(ConfigError, match="not found"):
+        load_experiment(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_experiment(write(tmp_path, "[experiment\n"))
+    with pytest.raises(ConfigError, match="shipped experiments: fig7, fig8, fig9"):
+        find_experiment_file("fig10")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_shipped_files_expand_under_every_profile(profile):
+    names = shipped_names()
+    assert names[:3] == ["fig7", "fig8", "fig9"]
+    for name in names:
+        exp = load_experiment(find_experiment_file(name), profile)
+        assert exp.name == name and exp.runs
+        for run in exp.runs:
+            hp.check_options(run.command, run.params)
+            assert ("steps" in run.params) != ("epochs" in run.params)
+
+
+def test_shipped_fig7_and_fig8_share_their_gradual_runs():
+    for profile in ("smoke", "quick", "paper"):
+        f7 = load_experiment(find_experiment_file("fig7"), profile)
+        f8 = load_experiment(find_experiment_file("fig8"), profile)
+        assert set(f8.stage_runs("gradual")) <= set(f7.stage_runs("gradual")), profile
+
+
+def test_shipped_fig9_covers_the_papers_grid():
+    exp = load_experiment(find_experiment_file("fig9"), "paper")
+    seen = {(r.params["model"], r.params["dataset"], r.params.get("scale"), r.params["topology"].split(":")[0])
+            for r in exp.runs}
+    for model, dataset in (("lenet300", "mnist"), ("lenet5", "mnist"), ("lenet5", "cifar10")):
+        assert (model, dataset, None, "dense") in seen
+        for k in (2, 10, 100):
+            assert (model, dataset, f"connections:{k}", "random") in seen
+        for f in ("0.5", "0.1", "0.05", "0.01"):
+            assert (model, dataset, f"neurons:{f}", "random") in seen
+    assert ("lenet300", "mnist", "neurons:0.1", "radix") in seen
+    assert ("lenet300", "mnist", "connections:10", "radix") in seen

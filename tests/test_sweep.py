@@ -1,0 +1,243 @@
+"""The sweep runner and the results store, with a stand-in run function (tests/test_sweep_fakerun.py)."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sparsetopo.experiments.runner import run_sweep
+from sparsetopo.experiments.spec import load_experiment
+from sparsetopo.experiments.store import ResultsStore
+
+TESTS = Path(__file__).resolve().parent
+FAKE = "test_sweep_fakerun:run"
+
+EXP = """
+[experiment]
+name = "mini"
+kind = "fig7"
+
+[fixed]
+steps = 40
+
+[stages.dense]
+command = "train"
+axes = { lr = [0.1, 100.0], seed = [0, 1] }
+
+[stages.oneshot]
+command = "prune"
+parent = "dense"
+inherit = ["seed", "lr"]
+fixed = { method = "oneshot", from_run = "{parent}" }
+axes = { sparsity = [0.5, 0.9] }
+
+[stages.retrain]
+command = "train"
+parent = "oneshot"
+fixed = { topology = "file:{parent}/topology.npz" }
+axes = { seed = [5] }
+
+[profiles.paper]
+"""
+
+
+@pytest.fixture(autouse=True)
+def fake_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+
+
+def experiment(tmp_path: Path, text: str = EXP):
+    path = tmp_path / "exp.toml"
+    path.write_text(textwrap.dedent(text))
+    return path, load_experiment(path, "paper")
+
+
+def calls(out: Path) -> list[str]:
+    log = out / "calls.log"
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def db_rows(out: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(out / "results.db") as conn:
+        return conn.execute("SELECT id, status FROM runs ORDER BY id").fetchall()
+
+
+def test_sweep_runs_dependencies_records_divergence_and_skips_completed(tmp_path):
+    _, exp = experiment(tmp_path)
+    out = tmp_path / "out"
+    result = run_sweep([exp], out, jobs=2, run_fn=FAKE, progress=False)
+    # lr 100 diverges: 2 dense runs diverge, their 4 one-shot children and those 4 retrains are blocked
+    assert (result.total, result.completed, result.diverged, result.blocked, result.failed) == (20, 10, 2, 8, 0)
+    status = dict(db_rows(out))
+    assert len(status) == 20
+    by_id = {r.id: r for r in exp.runs}
+    for rid, st in status.items():
+        root = by_id[rid]
+        while root.deps:
+            root = by_id[root.deps[0]]
+        lr = root.params["lr"]
+        assert st == ("completed" if lr < 100 else ("diverged" if by_id[rid].stage == "dense" else "blocked"))
+    with ResultsStore(out) as store:
+        diverged = [r for r in store.runs() if r["status"] == "diverged"]
+        assert len(diverged) == 2 and diverged[0]["summary"]["status"] == "diverged"
+        (row,) = store.metrics(diverged[0]["id"])
+        assert row["train_loss"] is None and row["test_accuracy"] is not None  # NaN stored as NULL
+        blocked = [r for r in store.runs() if r["status"] == "blocked"]
+        assert all("diverged" in r["error"] or "blocked" in r["error"] for r in blocked)
+        retrain = [r for r in store.runs() if r["status"] == "completed" and "topology" in r["hparams"]]
+        assert retrain and all(len(store.metrics(r["id"])) == 4 for r in retrain)
+    n_calls = len(calls(out))
+    assert n_calls == 12  # each completed or diverged run was run once; blocked runs never started
+
+    again = run_sweep([exp], out, jobs=2, run_fn=FAKE, progress=False)
+    assert again.skipped == 12 and again.completed == 0 and again.blocked == 8
+    assert len(calls(out)) == n_calls  # nothing done twice
+    assert len(db_rows(out)) == 20
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    text = EXP.replace("axes = { lr = [0.1, 100.0], seed = [0, 1] }",
+                       'cases = [{ widths = "crash" }, { widths = "300,100" }]\naxes = { seed = [0] }')
+    _, exp = experiment(tmp_path, text)
+    out = tmp_path / "out"
+    result = run_sweep([exp], out, jobs=2, run_fn=FAKE, progress=False)
+    assert result.failed == 1 and result.completed == 1 + 2 + 2 and result.blocked == 4
+    assert not result.ok
+    with ResultsStore(out) as store:
+        (failed,) = [r for r in store.runs() if r["status"] == "failed"]
+        assert "RuntimeError: boom" in failed["error"]
+    # re-running retries the failure (and its blocked children), not the completed runs
+    before = calls(out)
+    again = run_sweep([exp], out, jobs=2, run_fn=FAKE, progress=False)
+    assert again.skipped == 5 and again.failed == 1
+    assert calls(out)[len(before):] == [failed["id"]]
+    with ResultsStore(out) as store:
+        assert store.runs()[0]["attempts"] >= 1
+        assert {r["id"]: r["attempts"] for r in store.runs()}[failed["id"]] == 2
+
+
+def test_a_dead_worker_is_replaced_and_its_run_retried_then_failed(tmp_path):
+    text = EXP.replace("axes = { lr = [0.1, 100.0], seed = [0, 1] }",
+                       'cases = [{ widths = "die" }, { widths = "300,100" }]\naxes = { seed = [0] }')
+    text = text.replace("axes = { sparsity = [0.5, 0.9] }", "axes = { sparsity = [0.5] }")
+    _, exp = experiment(tmp_path, text)
+    out = tmp_path / "out"
+    result = run_sweep([exp], out, jobs=2, run_fn=FAKE, progress=False, max_retries=1)
+    assert result.failed == 1 and result.completed == 3
+    with ResultsStore(out) as store:
+        (failed,) = [r for r in store.runs() if r["status"] == "failed"]
+        assert "worker process running it died (2 times)" in failed["error"]
+    assert calls(out).count(failed["id"]) == 2
+
+
+def test_sigkill_mid_sweep_then_rerun_gives_every_run_exactly_once(tmp_path):
+    text = EXP.replace("lr = [0.1, 100.0], seed = [0, 1]", "lr = [0.1], seed = [0, 1, 2, 3]")
+    path, exp = experiment(tmp_path, text)
+    out = tmp_path / "out"
+    env = {**os.environ, "FAKE_RUN_SECONDS": "0.4"}
+    cmd = [sys.executable, "-m", "sparsetopo", "sweep", str(path), "--profile", "paper", "--jobs", "2",
+           "--run-fn", FAKE, "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if (out / "results.db").exists() and len(db_rows(out)) >= 3:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the sweep recorded nothing")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    recorded = len(db_rows(out))
+    assert 3 <= recorded < len(exp.runs)
+    time.sleep(1.5)  # orphaned workers notice and exit
+    subprocess.run(cmd, env={**env, "FAKE_RUN_SECONDS": "0"}, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=120)
+    with sqlite3.connect(out / "results.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        counts = dict(conn.execute("SELECT id, COUNT(*) FROM runs GROUP BY id").fetchall())
+        statuses = {s for (s,) in conn.execute("SELECT status FROM runs")}
+        metrics = conn.execute("SELECT run_id, COUNT(*), COUNT(DISTINCT step) FROM metrics GROUP BY run_id").fetchall()
+    assert counts == {r.id: 1 for r in exp.runs}
+    assert statuses == {"completed"}
+    assert len(metrics) == len(exp.runs) and all(n == 4 and n == distinct for _, n, distinct in metrics)
+
+
+def _writer(db: str, prefix: str, n: int) -> None:
+    store = ResultsStore(db, timeout=60)
+    for i in range(n):
+        store.record_run(f"{prefix}-{i}", "train", {"seed": i}, "completed",
+                         summary={"final_test_accuracy": 0.9, "wall_seconds": 1.0},
+                         metrics=[{"step": s, "test_accuracy": 0.5 + s / 100} for s in range(1, 21)])
+    store.close()
+
+
+def test_two_writers_at_once(tmp_path):
+    db = str(tmp_path / "results.db")
+    ResultsStore(db).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(db, name, 60)) for name in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (120,)
+        assert conn.execute("SELECT COUNT(*) FROM metrics").fetchone() == (120 * 20,)
+
+
+def test_two_sweeps_of_one_directory_at_once_run_each_run_once(tmp_path):
+    text = EXP.replace("lr = [0.1, 100.0], seed = [0, 1]", "lr = [0.1], seed = [0, 1, 2]")
+    path, exp = experiment(tmp_path, text)
+    out = tmp_path / "out"
+    code = ("import sys; from sparsetopo.experiments import load_experiment, run_sweep; "
+            "r = run_sweep([load_experiment(sys.argv[1], 'paper')], sys.argv[2], jobs=1, run_fn=sys.argv[3], "
+            "progress=False); sys.exit(0 if r.ok else 1)")
+    cmd = [sys.executable, "-c", code, str(path), str(out), FAKE]
+    env = {**os.environ, "FAKE_RUN_SECONDS": "0.05"}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    assert sorted(calls(out)) == sorted(r.id for r in exp.runs)  # the per-run lock: never run twice
+    assert dict(db_rows(out)) == {r.id: "completed" for r in exp.runs}
+
+
+def test_sweep_cli_refuses_bad_options_before_running(tmp_path, capsys):
+    from sparsetopo.cli import main
+
+    path, _ = experiment(tmp_path)
+    assert main(["sweep", str(path), "--backend", "local", "--profile", "nope", "--out", str(tmp_path / "o")]) == 2
+    assert "profile 'nope' is not declared" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(["sweep", str(path), "--profile", "paper", "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    assert "20 distinct runs" in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_run_whose_worker_died_resumes_from_its_checkpoint(tmp_path):
+    text = EXP.replace("axes = { lr = [0.1, 100.0], seed = [0, 1] }",
+                       'cases = [{ widths = "die-once" }]\naxes = { seed = [0] }')
+    _, exp = experiment(tmp_path, text)
+    out = tmp_path / "out"
+    result = run_sweep([exp], out, jobs=1, run_fn=FAKE, progress=False, max_retries=1)
+    assert result.ok and result.completed == len(exp.runs)
+    with ResultsStore(out) as store:
+        (dense,) = [r for r in store.runs() if r["hparams"].get("widths") == "die-once"]
+        assert dense["status"] == "completed" and dense["summary"]["resumed_from_step"] == 20
