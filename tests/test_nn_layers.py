@@ -196,10 +196,27 @@ def test_set_mask_sgd_momentum_and_checks():
         layer.set_mask(torch.ones(4, 5, dtype=torch.bool))
 
 
-def test_set_mask_refused_by_sparse_backend():
-    layer = SparseLinear(4, 5, torch.ones(5, 4, dtype=torch.bool), backend="sparse")
-    with pytest.raises(ConfigError, match="masked"):
-        layer.set_mask(torch.ones(5, 4, dtype=torch.bool))
+@pytest.mark.parametrize("opt_name", ["adam", "sgd_momentum"])
+def test_set_mask_under_sparse_backend_matches_masked(opt_name):
+    m = rand_mask(12, 9, 0.6, seed=1)
+    new = (m & rand_mask(12, 9, 0.7, seed=2)) | rand_mask(12, 9, 0.1, seed=3)  # prune some, grow a few
+    x = torch.randn(5, 9, dtype=torch.float64)
+    results = []
+    for backend in BACKENDS:
+        torch.manual_seed(0)
+        layer = SparseLinear(9, 12, m, backend=backend).double()
+        opt = OPTIMISERS[opt_name](layer.parameters())
+        for step in range(6):
+            if step == 3:
+                layer.set_mask(new, optimizer=opt)
+            opt.zero_grad()
+            layer(x).pow(2).sum().backward()
+            opt.step()
+        assert torch.equal(layer.mask_dense(), new)
+        assert layer.nnz == int(new.sum())
+        results.append(layer.dense_weight())
+    assert torch.all(results[1][~new] == 0)
+    torch.testing.assert_close(results[1], results[0], rtol=1e-6, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- persistence

@@ -180,3 +180,41 @@ def test_no_dense_weight_sized_allocation():
     other.load_state_dict(sd)
     assert torch.equal(other.weight_values, layer.weight_values)
     assert count_weights(nn.Sequential(layer)) == (rows * cols, layer.nnz)
+
+
+RADIX_CASES = [
+    # (systems, kron, trim, layer, batch)
+    ([(2, 10)], (40, 15, 1), 16, 0, 33),     # 784 x 300, dense 15 x 40 blocks
+    ([(10, 10)], (8, 30, 1), 16, 0, 4),      # LeNet-300-100 x10: 784 x 3000
+    ([(4, 4)], (8, 8, 8), 0, 1, 1),           # radix 4 at place value 4
+]
+
+
+@pytest.mark.parametrize("case", RADIX_CASES, ids=lambda c: str(c[:3]))
+def test_radix_layers_use_the_block_kernel_and_match_masked(case):
+    from sparsetopo.topology import radix_net
+    systems, kron, trim, index, batch = case
+    mask = radix_net(systems, kron, trim_inputs=trim).layers[index].T.tocsr()
+    n_out, n_in = mask.shape
+    a, b = pair(mask, (n_in, n_out), False, torch.float64, seed=4)
+    assert b.kernel_name().startswith("block")
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((batch, n_in)))
+    gy = torch.from_numpy(rng.standard_normal((batch, n_out)))
+    for ra, rb in zip(grads(a, x, gy), grads(b, x, gy)):
+        torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-10)
+    c = SparseLinear(n_in, n_out, mask, backend="sparse")
+    c.block_kernel = False
+    assert c.kernel_name() == "csr"
+
+
+def test_block_kernel_on_a_radix_channel_mask():
+    from sparsetopo.topology import radix_net
+    cm = radix_net([(2, 2)], (4, 8, 1)).layers[0].T.tocsr()  # 32 out x 16 in channels
+    a, b = pair(cm, (16, 32, 3), True, torch.float64, seed=5, padding=1)
+    assert b.kernel_name().startswith("block")
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.standard_normal((2, 16, 6, 6)))
+    gy = torch.from_numpy(rng.standard_normal((2, 32, 6, 6)))
+    for ra, rb in zip(grads(a, x, gy), grads(b, x, gy)):
+        torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-10)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sparsetopo.nn import kernels
+from sparsetopo.nn import blocks, kernels
 from sparsetopo.nn import structure as st
 
 
@@ -35,6 +35,7 @@ class Plan:
     np_t_indices: np.ndarray
     np_perm: np.ndarray
     device: torch.device
+    block: "blocks.BlockPlan | None" = None
 
 
 def build_plan(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int,
@@ -54,12 +55,24 @@ def build_plan(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int,
                 indptr, indices, t_indptr, t_indices.astype(st.INDEX_DTYPE), perm, device)
 
 
+# The block kernel is used when the mask's dense blocks are at least this tall and this large; below
+# that, the CSR kernel is as fast (measured with benchmarks/bench_kernels.py, see docs/sparse-compute.md).
+BLOCK_MIN_ROWS = 8
+BLOCK_MIN_SIZE = 128
+
+
 def layer_plan(layer) -> Plan:
     plan = layer._plan
     dev = layer.weight_values.device
     if plan is None or plan.device != dev:
-        plan = build_plan(layer.weight_indptr.cpu().numpy(), layer.weight_indices.cpu().numpy(),
-                          layer._rows, layer._cols, dev)
+        ip = layer.weight_indptr.cpu().numpy()
+        ix = layer.weight_indices.cpu().numpy()
+        plan = build_plan(ip, ix, layer._rows, layer._cols, dev)
+        plan.block = None
+        if layer.block_kernel:
+            bp = blocks.detect_blocks(ip, ix, layer._rows, layer._cols, min_block=BLOCK_MIN_SIZE)
+            if bp is not None and bp.bo >= BLOCK_MIN_ROWS:
+                plan.block = bp.to(dev)
         layer._plan = plan
     return plan
 
@@ -154,6 +167,8 @@ def numba_ok(x: torch.Tensor, values: torch.Tensor) -> bool:
 def csr_linear(x2d: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
                plan: Plan) -> torch.Tensor:
     """``x2d @ W^T + bias`` for a (batch, cols) input; W on ``plan`` with ``values``."""
+    if getattr(plan, "block", None) is not None and x2d.shape[0] > 0:
+        return blocks.BlockLinear.apply(x2d, values, bias, plan.block)
     if numba_ok(x2d, values) and (bias is None or bias.dtype == values.dtype):
         return CSRLinearNumba.apply(x2d, values, bias, plan)
     y = CSRLinearTorch.apply(x2d, values, plan)

@@ -100,7 +100,22 @@ class _SparseLayer(nn.Module):
     def _resolve_backend(self, indptr: np.ndarray, requested: str) -> str:
         if requested != "auto":
             return requested
-        return "masked"
+        return auto_backend(self._rows, self._cols, int(indptr[-1]))
+
+    def kernel_name(self) -> str:
+        """The compute path in use: ``dense`` (masked), ``csr`` or ``block(BOxBI)`` (sparse)."""
+        if self.backend == "masked":
+            return "dense"
+        from sparsetopo.nn import functional as sf
+        plan = sf.layer_plan(self)
+        if plan.block is not None:
+            return f"block({plan.block.bo}x{plan.block.bi})"
+        return "csr"
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_plan"] = None  # derived index arrays are rebuilt on first use
+        return state
 
     def _install(self, indptr: np.ndarray, indices: np.ndarray, values: torch.Tensor) -> None:
         """Create the parameters and buffers of ``self.backend`` for this structure and these values."""
@@ -126,6 +141,7 @@ class _SparseLayer(nn.Module):
             self.register_buffer("weight_indices",
                                  torch.from_numpy(indices.astype(st.INDEX_DTYPE)).to(values.device))
         self._plan = None
+        self.block_kernel = True
 
     # ----------------------------------------------------------------------------- structure
     def structure(self) -> tuple[np.ndarray, np.ndarray]:
@@ -183,18 +199,17 @@ class _SparseLayer(nn.Module):
 
     # ----------------------------------------------------------------------------- set_mask
     def set_mask(self, mask: MaskLike, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Replace the connection structure (e.g. gradual pruning); ``masked`` backend only.
+        """Replace the connection structure (e.g. gradual pruning or regrowth).
 
         Weights at removed connections are zeroed, and so are the optimiser's per-weight state entries
         (momentum_buffer, exp_avg, exp_avg_sq, ...) at those positions when ``optimizer`` is given.
-        Newly added connections start at zero.
+        Newly added connections start at zero. Under the ``sparse`` backend the weight parameter is
+        replaced by a new one of the new nnz; pass the optimiser so that it follows (its state is remapped).
         """
         indptr, indices = self._structure_from_mask(mask)
         if self.backend != "masked":
-            raise ConfigError(
-                f"set_mask is only supported by the 'masked' backend (this layer uses "
-                f"'{self.backend}'); build the layer with backend='masked' for gradual pruning"
-            )
+            self._set_mask_sparse(indptr, indices, optimizer)
+            return
         rows = torch.from_numpy(st.row_of_nonzeros(indptr)).to(self.mask.device)
         cols = torch.from_numpy(indices.astype(np.int64)).to(self.mask.device)
         new = torch.zeros(self._rows, self._cols, dtype=torch.bool, device=self.mask.device)
@@ -212,6 +227,46 @@ class _SparseLayer(nn.Module):
                     if torch.is_tensor(value) and value.shape == self.weight.shape:
                         with torch.no_grad():
                             value.masked_fill_(~self.mask, 0)
+        self._plan = None
+
+    def _set_mask_sparse(self, indptr: np.ndarray, indices: np.ndarray,
+                         optimizer: torch.optim.Optimizer | None) -> None:
+        """``set_mask`` for the sparse layout: a new nnz-sized parameter replaces the old one.
+
+        Kept connections keep their values (and optimiser state); new ones start at zero. The optimiser,
+        when given, is pointed at the new parameter with its per-weight state remapped; an optimiser that
+        is not passed keeps updating the old, detached parameter.
+        """
+        old_ip, old_ix = self.structure()
+        old_key = st.row_of_nonzeros(old_ip) * self._cols + old_ix.astype(np.int64)
+        new_key = st.row_of_nonzeros(indptr) * self._cols + indices.astype(np.int64)
+        pos = np.searchsorted(old_key, new_key)
+        pos_c = np.minimum(pos, max(len(old_key) - 1, 0))
+        found = (pos < len(old_key)) & (old_key[pos_c] == new_key) if len(old_key) else np.zeros(
+            len(new_key), dtype=bool)
+        old_param = self.weight_values
+        dev = old_param.device
+        src = torch.from_numpy(pos_c[found]).to(dev)
+        dst = torch.from_numpy(np.flatnonzero(found)).to(dev)
+
+        def remap(t: torch.Tensor) -> torch.Tensor:
+            out = t.new_zeros(len(new_key))
+            out[dst] = t.detach()[src]
+            return out
+
+        new_param = nn.Parameter(remap(old_param), requires_grad=old_param.requires_grad)
+        if optimizer is not None:
+            for group in optimizer.param_groups:
+                group["params"] = [new_param if p is old_param else p for p in group["params"]]
+            state = optimizer.state.pop(old_param, None)
+            if state is not None:
+                optimizer.state[new_param] = {
+                    k: (remap(v) if torch.is_tensor(v) and v.shape == old_param.shape else v)
+                    for k, v in state.items()}
+        del self._parameters["weight_values"]
+        self.weight_values = new_param
+        self.weight_indptr = torch.from_numpy(indptr.astype(np.int64)).to(dev)
+        self.weight_indices = torch.from_numpy(indices.astype(st.INDEX_DTYPE)).to(dev)
         self._plan = None
 
     def _structure_from_mask(self, mask: MaskLike) -> tuple[np.ndarray, np.ndarray]:
@@ -375,6 +430,20 @@ class SparseConv2d(_SparseLayer):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, " + super().extra_repr())
+
+
+# ``auto`` chooses the sparse backend at or below this density and for layers big enough that the fixed
+# per-call cost of the sparse path does not matter (see docs/sparse-compute.md for the measurements).
+AUTO_MAX_DENSITY = 0.2
+AUTO_MIN_WEIGHTS = 4096
+
+
+def auto_backend(rows: int, cols: int, nnz: int) -> str:
+    """The backend ``auto`` picks for a layer of this dense size and nnz."""
+    total = rows * cols
+    if total < AUTO_MIN_WEIGHTS:
+        return "masked"
+    return "sparse" if nnz <= AUTO_MAX_DENSITY * total else "masked"
 
 
 def sparse_layers(model: nn.Module) -> list[tuple[str, _SparseLayer]]:
