@@ -45,7 +45,7 @@ _FALLBACK: dict[str, dict[str, Any]] = {
     },
 }
 
-RUN_TOKEN = re.compile(r"\{run:([A-Za-z0-9_\-]+)\}")
+RUN_TOKEN = re.compile(r"\{run:([A-Za-z0-9_.\-]+)\}")
 
 
 def _dataclass_defaults(groups: tuple[type, ...]) -> dict[str, Any]:

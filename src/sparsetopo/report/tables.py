@@ -27,18 +27,18 @@ class Table:
     def csv_text(self) -> str:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
+        stat_cols = {i for row in self.rows for i, v in enumerate(row) if isinstance(v, Stat)}
         header: list[str] = []
-        for col, value in zip(self.columns, self.rows[0] if self.rows else [None] * len(self.columns)):
-            if isinstance(value, Stat):
-                header += [f"{col} mean", f"{col} std", f"{col} n"]
-            else:
-                header.append(col)
+        for i, col in enumerate(self.columns):
+            header += [f"{col} mean", f"{col} std", f"{col} n"] if i in stat_cols else [col]
         writer.writerow(header)
         for row in self.rows:
             out: list[Any] = []
-            for value in row:
+            for i, value in enumerate(row):
                 if isinstance(value, Stat):
                     out += [_plain(value.mean), _plain(value.std), value.n]
+                elif i in stat_cols:
+                    out += ["", "", 0]
                 else:
                     out.append(_plain(value))
             writer.writerow(out)

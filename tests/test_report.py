@@ -1,0 +1,184 @@
+"""Reports from a small fixture store: figures, tables, the Markdown page, the plateau test."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from sparsetopo.errors import UserError
+from sparsetopo.experiments.spec import Experiment
+from sparsetopo.experiments.store import ResultsStore
+from sparsetopo.report import write_report
+from sparsetopo.report.stats import describe, plateau_test
+
+
+def rising(final: float, n: int = 10) -> list[dict]:
+    return [{"step": 100 * (i + 1), "epoch": (i + 1) / 6, "train_loss": 1.0, "test_loss": 1.0,
+             "test_accuracy": final - 0.3 * (1 - (i + 1) / n)} for i in range(n)]
+
+
+def stuck(level: float, n: int = 10) -> list[dict]:
+    return [{"step": 100 * (i + 1), "test_accuracy": level if i >= 2 else level - 0.1} for i in range(n)]
+
+
+def add(store: ResultsStore, exp: Experiment, stage: str, rid: str, command: str, params: dict, final: float,
+        metrics: list[dict] | None = None, pruned: float | None = None, status: str = "completed",
+        layers: list[dict] | None = None) -> str:
+    summary = {"status": status, "final_test_accuracy": final, "best_test_accuracy": final + 0.001,
+               "steps": 1000, "wall_seconds": 2.0, "weights_total": 266200, "weights_nonzero": 26620,
+               "layers": layers or []}
+    if pruned is not None:
+        summary["pruned_test_accuracy"] = pruned
+    store.record_run(rid, command, params, status, summary=summary, metrics=metrics or rising(final))
+    exp.memberships.append((stage, rid))
+    return rid
+
+
+def experiment(name: str, kind: str) -> Experiment:
+    return Experiment(name=name, kind=kind, title=f"Title {name}", description=f"about {name}", profile="smoke",
+                      path=f"/x/{name}.toml", source="", findings=[])
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fixture") / "sweep"
+    store = ResultsStore(out)
+    f7, f8, f9 = experiment("fig7", "fig7"), experiment("fig8", "fig8"), experiment("fig9", "fig9")
+    base = {"dataset": "mnist", "steps": 1000}
+    for model, dense_acc in (("lenet300", 0.980), ("lenet5", 0.990)):
+        d = add(store, f7, "dense", f"train-d-{model}", "train", {**base, "model": model}, dense_acc)
+        for s in (0.5, 0.9):
+            g = add(store, f7, "gradual", f"prune-g-{model}-{s}", "prune",
+                    {**base, "model": model, "method": "gradual", "sparsity": s}, dense_acc + 0.001,
+                    pruned=dense_acc + 0.001)
+            o = add(store, f7, "oneshot", f"prune-o-{model}-{s}", "prune",
+                    {**base, "model": model, "method": "oneshot", "sparsity": s, "from_run": f"{{run:{d}}}"},
+                    dense_acc - s / 10, pruned=dense_acc - s / 10)
+            for parent, accs in ((g, (0.97, 0.95)), (o, (0.96, 0.94))):
+                for seed, acc in zip((100, 101), accs):
+                    add(store, f7, "retrain", f"train-r-{parent}-{seed}", "train",
+                        {**base, "model": model, "seed": seed, "topology": f"file:{{run:{parent}}}/topology.npz"},
+                        acc)
+    # Fig. 8: one structure, two seeds per learning rate; seed 101 at lr 0.1 is stuck on a plateau
+    g = add(store, f8, "gradual", "prune-g8", "prune", {**base, "model": "lenet5", "method": "gradual",
+                                                         "sparsity": 0.9}, 0.99, pruned=0.99)
+    for lr in (0.1, 0.3):
+        for seed in (100, 101):
+            plateau = lr == 0.1 and seed == 101
+            add(store, f8, "retrain", f"train-f8-{lr}-{seed}", "train",
+                {**base, "model": "lenet5", "seed": seed, "lr": lr, "eval_every": 100,
+                 "topology": f"file:{{run:{g}}}/topology.npz"},
+                0.60 if plateau else 0.985, metrics=stuck(0.60) if plateau else rising(0.985))
+    # Fig. 9
+    for seed in (0, 1):
+        add(store, f9, "dense", f"train-9d-{seed}", "train", {**base, "seed": seed}, 0.980 + seed * 0.002)
+        add(store, f9, "conn", f"train-9c-{seed}", "train", {**base, "seed": seed, "topology": "random",
+                                                             "scale": "connections:10"}, 0.975)
+        add(store, f9, "neur", f"train-9n-{seed}", "train", {**base, "seed": seed, "topology": "random",
+                                                             "scale": "neurons:0.1"}, 0.960)
+        add(store, f9, "radix", f"train-9r-{seed}", "train",
+            {**base, "seed": seed, "topology": "radix:systems=10x10,kron=8x3x1,trim=16", "scale": "neurons:0.1"},
+            0.961)
+    add(store, f9, "neur", "train-9div", "train", {**base, "topology": "random", "scale": "neurons:0.5", "lr": 50.0},
+        0.1, status="diverged")
+    for exp in (f7, f8, f9):
+        store.register_experiment(exp)
+    store.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(store_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    write_report(store_dir, out)
+    return out
+
+
+def test_report_writes_every_figure_table_and_the_page(report):
+    page = (report / "index.md").read_text()
+    for name in ("fig7_accuracy_vs_sparsity", "fig7_instability", "fig8_accuracy_over_time", "fig8_instability",
+                 "fig9_accuracy_vs_sparsity", "fig9_instability"):
+        for ext in ("png", "svg"):
+            path = report / "figures" / f"{name}.{ext}"
+            assert path.stat().st_size > 1000, path
+        assert f"figures/{name}.png" in page
+    assert (report / "figures" / "fig7_accuracy_vs_sparsity.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("fig7_accuracy", "fig7_runs", "fig8_instability", "fig9_accuracy", "fig9_runs"):
+        assert (report / "tables" / f"{name}.csv").exists() and (report / "tables" / f"{name}.md").exists()
+    assert page.index("Title fig7") < page.index("Title fig8") < page.index("Title fig9")
+    assert "Plateau test" in page and "the paper says" in page
+
+
+def test_tables_hold_mean_std_and_n_over_seeds(report):
+    rows = list(csv.DictReader(open(report / "tables" / "fig7_accuracy.csv")))
+    (row,) = [r for r in rows if r["model"] == "LeNet-300-100 on MNIST" and r["method"] == "gradual"
+              and float(r["sparsity"]) == 0.9]
+    assert float(row["retrained (final) mean"]) == pytest.approx(0.96)
+    assert float(row["retrained (final) std"]) == pytest.approx(0.0141421, rel=1e-4)
+    assert row["retrained (final) n"] == "2"
+    assert float(row["after pruning mean"]) == pytest.approx(0.981)
+    md = (report / "tables" / "fig7_accuracy.md").read_text()
+    assert "96.00 ± 1.41 (n=2)" in md
+    f9 = list(csv.DictReader(open(report / "tables" / "fig9_accuracy.csv")))
+    radix = [r for r in f9 if r["topology"] == "radix"]
+    assert len(radix) == 1 and float(radix[0]["sparsity"]) == pytest.approx(0.9) and radix[0]["regime"] == "neurons"
+    runs = (report / "tables" / "fig9_runs.md").read_text()
+    assert "diverged 1" in runs  # the diverged run is reported, not dropped
+
+
+def test_plateaus_are_counted_and_findings_compared(report):
+    rows = list(csv.DictReader(open(report / "tables" / "fig8_instability.csv")))
+    by_setting = {r["setting"]: r for r in rows}
+    assert by_setting["lr=0.1"]["plateaued"] == "1/2" and by_setting["lr=0.1"]["stuck at end"] == "1/2"
+    assert by_setting["lr=0.3"]["plateaued"] == "0/2"
+    page = (report / "index.md").read_text()
+    assert "A higher learning rate improved this behaviour" in page
+    assert "plateaued: lr 0.1 1/2, lr 0.3 0/2" in page
+    # gradual structures retrain better than one-shot ones in the fixture (0.96 vs 0.95 mean)
+    assert "LeNet-300-100: retraining from scratch on the gradually pruned structure" in page
+    line = next(l for l in page.splitlines() if "LeNet-300-100: retraining from scratch" in l)
+    assert line.rstrip().endswith("| agrees |")
+    radix = next(l for l in page.splitlines() if "RadiX-Nets perform like random" in l)
+    assert "RadiX 96.10%, random 96.00%" in radix and radix.rstrip().endswith("| agrees |")
+
+
+def test_report_of_one_experiment_and_refusals(store_dir, tmp_path):
+    index = write_report(store_dir, tmp_path / "r", ["fig8"])
+    assert "Title fig7" not in index.read_text() and "Title fig8" in index.read_text()
+    with pytest.raises(UserError, match="experiment\\(s\\) nope are not in"):
+        write_report(store_dir, tmp_path / "r", ["nope"])
+    with pytest.raises(UserError, match="no results.db here"):
+        write_report(tmp_path / "empty", tmp_path / "r")
+
+
+def test_report_cli(store_dir, tmp_path, capsys):
+    from sparsetopo.cli import main
+
+    assert main(["report", str(store_dir), "--out", str(tmp_path / "r"), "--experiment", "fig8"]) == 0
+    assert "index.md" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_plateau_test_by_hand():
+    steps = list(range(100, 1100, 100))
+    flat_low = [0.5, 0.7, 0.80, 0.801, 0.802, 0.80, 0.95, 0.97, 0.98, 0.98]
+    res = plateau_test(steps, flat_low, reference=0.98)
+    assert res.plateaued and not res.stuck and res.start_step == 300 and res.end_step == 600
+    assert res.level == pytest.approx(0.80075)
+    assert plateau_test(steps, [0.2] + [0.5] * 9, reference=0.98).stuck
+    # rising steadily: no plateau; flat but at the reference: no plateau
+    assert not plateau_test(steps, [0.5 + 0.05 * i for i in range(10)], reference=0.95).plateaued
+    assert not plateau_test(steps, [0.98] * 10, reference=0.98).plateaued
+    # too short a stretch (2 evaluations, or under 20% of the steps)
+    assert not plateau_test(steps, [0.1, 0.3, 0.5, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98], reference=0.98).plateaued
+    assert not plateau_test([1, 2], [0.5, 0.5], reference=0.98).plateaued
+
+
+def test_describe_uses_the_sample_standard_deviation():
+    st = describe([0.9, 0.92, None, float("nan")])
+    assert (st.n, st.mean) == (2, pytest.approx(0.91))
+    assert st.std == pytest.approx(0.0141421, rel=1e-4)
+    assert describe([0.5]).std == 0.0 and describe([]).n == 0
+    assert describe([0.9, 0.92]).text() == "91.00 ± 1.41 (n=2)"
