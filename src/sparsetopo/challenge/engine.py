@@ -6,8 +6,8 @@ row and layer the engine picks the cheaper of two exact formulations:
 
 * push (sparse rows): for each nonzero ``y_i``, scatter ``y_i * w`` into the 32 outputs of row ``i`` of the
   ELL table: ``nnz(y) * K`` updates;
-* pull (dense rows): for each k, gather ``y[tidx[l, k, :]]`` over all outputs (a contiguous, vectorisable
-  gather): ``N * K`` updates.
+* pull (dense rows): each output gathers its inputs ``y[tidx[l, j, :]]`` and sums them in registers, four
+  outputs at a time (independent chains): ``N * K`` updates, no scattered stores.
 
 Both add each output's terms in ascending input order, the order of the reference's sorted CSR product, so
 the results are bit for bit those of :func:`sparsetopo.challenge.reference.reference_infer` in the same
@@ -56,30 +56,178 @@ def _load_rows(y, nz, nnz, indptr, indices, data, first):  # pragma: no cover - 
         nnz[r] = c
 
 
+@njit(cache=True, inline="always")
+def _pull_uniform(acc, yr, t, w):  # pragma: no cover - compiled
+    """acc[j] = sum_k yr[t[j, k]] * w, terms in ascending k, four outputs interleaved."""
+    n = t.shape[0]
+    kt = t.shape[1]
+    top = n - n % 4
+    for j in range(0, top, 4):
+        a = t[j]
+        b = t[j + 1]
+        c = t[j + 2]
+        d = t[j + 3]
+        s0 = yr[a[0]] * w
+        s1 = yr[b[0]] * w
+        s2 = yr[c[0]] * w
+        s3 = yr[d[0]] * w
+        for k in range(1, kt):
+            s0 += yr[a[k]] * w
+            s1 += yr[b[k]] * w
+            s2 += yr[c[k]] * w
+            s3 += yr[d[k]] * w
+        acc[j] = s0
+        acc[j + 1] = s1
+        acc[j + 2] = s2
+        acc[j + 3] = s3
+    for j in range(top, n):
+        s0 = yr[t[j, 0]] * w
+        for k in range(1, kt):
+            s0 += yr[t[j, k]] * w
+        acc[j] = s0
+
+
+@njit(cache=True, inline="always")
+def _pull_values(acc, yr, t, tv):  # pragma: no cover - compiled
+    """acc[j] = sum_k yr[t[j, k]] * tv[j, k], terms in ascending k, four outputs interleaved."""
+    n = t.shape[0]
+    kt = t.shape[1]
+    top = n - n % 4
+    for j in range(0, top, 4):
+        a = t[j]
+        b = t[j + 1]
+        c = t[j + 2]
+        d = t[j + 3]
+        va = tv[j]
+        vb = tv[j + 1]
+        vc = tv[j + 2]
+        vd = tv[j + 3]
+        s0 = yr[a[0]] * va[0]
+        s1 = yr[b[0]] * vb[0]
+        s2 = yr[c[0]] * vc[0]
+        s3 = yr[d[0]] * vd[0]
+        for k in range(1, kt):
+            s0 += yr[a[k]] * va[k]
+            s1 += yr[b[k]] * vb[k]
+            s2 += yr[c[k]] * vc[k]
+            s3 += yr[d[k]] * vd[k]
+        acc[j] = s0
+        acc[j + 1] = s1
+        acc[j + 2] = s2
+        acc[j + 3] = s3
+    for j in range(top, n):
+        s0 = yr[t[j, 0]] * tv[j, 0]
+        for k in range(1, kt):
+            s0 += yr[t[j, k]] * tv[j, k]
+        acc[j] = s0
+
+
+@njit(cache=True, inline="always")
+def _pull_uniform4(acc, y0, y1, y2, y3, t, w):  # pragma: no cover - compiled
+    """Four rows at once: acc[q, j] = sum_k yq[t[j, k]] * w, two outputs interleaved (8 chains), so every
+    index is loaded once for four rows."""
+    n = t.shape[0]
+    kt = t.shape[1]
+    top = n - n % 2
+    for j in range(0, top, 2):
+        a = t[j]
+        b = t[j + 1]
+        i = a[0]
+        s0 = y0[i] * w
+        s1 = y1[i] * w
+        s2 = y2[i] * w
+        s3 = y3[i] * w
+        i = b[0]
+        r0 = y0[i] * w
+        r1 = y1[i] * w
+        r2 = y2[i] * w
+        r3 = y3[i] * w
+        for k in range(1, kt):
+            i = a[k]
+            s0 += y0[i] * w
+            s1 += y1[i] * w
+            s2 += y2[i] * w
+            s3 += y3[i] * w
+            i = b[k]
+            r0 += y0[i] * w
+            r1 += y1[i] * w
+            r2 += y2[i] * w
+            r3 += y3[i] * w
+        acc[0, j] = s0
+        acc[1, j] = s1
+        acc[2, j] = s2
+        acc[3, j] = s3
+        acc[0, j + 1] = r0
+        acc[1, j + 1] = r1
+        acc[2, j + 1] = r2
+        acc[3, j + 1] = r3
+    for j in range(top, n):
+        a = t[j]
+        i = a[0]
+        s0 = y0[i] * w
+        s1 = y1[i] * w
+        s2 = y2[i] * w
+        s3 = y3[i] * w
+        for k in range(1, kt):
+            i = a[k]
+            s0 += y0[i] * w
+            s1 += y1[i] * w
+            s2 += y2[i] * w
+            s3 += y3[i] * w
+        acc[0, j] = s0
+        acc[1, j] = s1
+        acc[2, j] = s2
+        acc[3, j] = s3
+
+
+@njit(cache=True, inline="always")
+def _finalize(yr, accr, nzr, b, top):  # pragma: no cover - compiled
+    """yr[j] = clamp(accr[j] + b, 0, top) where accr[j] != 0, else 0; reset accr; list the nonzeros of yr
+    (ascending) in nzr and return their count."""
+    n = yr.shape[0] - 1
+    zero = yr.dtype.type(0)
+    for j in range(n):
+        s = accr[j]
+        u = s + b
+        if u < zero:
+            u = zero
+        if u > top:
+            u = top
+        yr[j] = u if s != zero else zero
+        accr[j] = zero
+    accr[n] = zero
+    c = 0
+    for j in range(n):
+        nzr[c] = j
+        c += yr[j] > zero
+    return c
+
+
 @njit(cache=True, parallel=True)
 def _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl, l0, l1, bias, ymax, block, pull_min):  # pragma: no cover
     """Advance the live ``rows`` of the state through layers l0..l1-1 in place.
 
     y: (B, N+1) activations, y[:, N] stays 0; nz: (B, N) ascending nonzero positions of each row; nnz: (B,)
-    counts (0 = dead). idx: (L, N, K), tidx: (L, KT, N). vals/tvals: per-edge weights, or empty arrays when
+    counts (0 = dead). idx: (L, N, K), tidx: (L, N, KT). vals/tvals: per-edge weights, or empty arrays when
     the layers are uniform with weight wl[l]. bias/ymax: 1-element arrays of y's dtype.
     """
     n = y.shape[1] - 1
     kw = idx.shape[2]
-    kt = tidx.shape[1]
     uniform = vals.shape[0] == 0
     b = bias[0]
     top = ymax[0]
-    zero = y.dtype.type(0)
     nrows = rows.shape[0]
     nblocks = (nrows + block - 1) // block
     for blk in prange(nblocks):
-        acc = np.zeros(n + 1, dtype=y.dtype)
+        acc = np.zeros((4, n + 1), dtype=y.dtype)
+        dense = np.empty(block, dtype=np.int64)
         lo = blk * block
         hi = min(lo + block, nrows)
         for l in range(l0, l1):
             live = 0
+            ndense = 0
             w = wl[l]
+            acc0 = acc[0]
             for t in range(lo, hi):
                 r = rows[t]
                 c = nnz[r]
@@ -88,19 +236,11 @@ def _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl, l0, l1, bias, ymax
                 live += 1
                 yr = y[r]
                 if c >= pull_min:
-                    # pull: every output gathers its inputs; k-major keeps each output's order ascending
                     if uniform:
-                        for j in range(n):
-                            acc[j] = yr[tidx[l, 0, j]] * w
-                        for k in range(1, kt):
-                            for j in range(n):
-                                acc[j] += yr[tidx[l, k, j]] * w
-                    else:
-                        for j in range(n):
-                            acc[j] = yr[tidx[l, 0, j]] * tvals[l, 0, j]
-                        for k in range(1, kt):
-                            for j in range(n):
-                                acc[j] += yr[tidx[l, k, j]] * tvals[l, k, j]
+                        dense[ndense] = r       # pulled below, four rows at a time
+                        ndense += 1
+                        continue
+                    _pull_values(acc0, yr, tidx[l], tvals[l])
                 else:
                     # push: scatter the nonzeros (ascending) into their outputs
                     nzr = nz[r]
@@ -109,32 +249,45 @@ def _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl, l0, l1, bias, ymax
                             i = nzr[q]
                             v = yr[i] * w
                             for k in range(kw):
-                                acc[idx[l, i, k]] += v
+                                acc0[idx[l, i, k]] += v
                     else:
                         for q in range(c):
                             i = nzr[q]
                             v = yr[i]
                             for k in range(kw):
-                                acc[idx[l, i, k]] += v * vals[l, i, k]
-                # bias on nonzero sums only, clamp, reset the accumulator
-                for j in range(n):
-                    s = acc[j]
-                    u = s + b
-                    if u < zero:
-                        u = zero
-                    if u > top:
-                        u = top
-                    yr[j] = u if s != zero else zero
-                    acc[j] = zero
-                acc[n] = zero
-                nzr = nz[r]
-                c = 0
-                for j in range(n):
-                    nzr[c] = j
-                    c += yr[j] > zero
-                nnz[r] = c
+                                acc0[idx[l, i, k]] += v * vals[l, i, k]
+                nnz[r] = _finalize(yr, acc0, nz[r], b, top)
+            g = 0
+            while g + 4 <= ndense:
+                r0 = dense[g]
+                r1 = dense[g + 1]
+                r2 = dense[g + 2]
+                r3 = dense[g + 3]
+                _pull_uniform4(acc, y[r0], y[r1], y[r2], y[r3], tidx[l], w)
+                nnz[r0] = _finalize(y[r0], acc[0], nz[r0], b, top)
+                nnz[r1] = _finalize(y[r1], acc[1], nz[r1], b, top)
+                nnz[r2] = _finalize(y[r2], acc[2], nz[r2], b, top)
+                nnz[r3] = _finalize(y[r3], acc[3], nz[r3], b, top)
+                g += 4
+            while g < ndense:
+                r = dense[g]
+                _pull_uniform(acc0, y[r], tidx[l], w)
+                nnz[r] = _finalize(y[r], acc0, nz[r], b, top)
+                g += 1
             if live == 0:
                 break
+
+
+def _schedule(n_layers: int, chunk: int) -> list[tuple[int, int]]:
+    """Layer ranges: short ones first (1, 1, 2, 4, ... layers), since most rows die in the first layers and
+    the live rows are compacted between ranges (so blocks hold live rows), then ranges of ``chunk``."""
+    out = []
+    l0, step = 0, 1
+    while l0 < n_layers:
+        l1 = min(n_layers, l0 + min(step, chunk))
+        out.append((l0, l1))
+        l0, step = l1, (step * 2 if l0 > 1 else 1)
+    return out
 
 
 @dataclass
@@ -231,10 +384,9 @@ def infer(
                 b = min(batch, n_in - first)
                 _load_rows(y[:b], nz[:b], nnz[:b], indptr, indices, data, first)
                 rows = np.flatnonzero(nnz[:b]).astype(np.int64)
-                for l0 in range(0, network.n_layers, chunk):
+                for l0, l1 in _schedule(network.n_layers, chunk):
                     if rows.size == 0:
                         break
-                    l1 = min(network.n_layers, l0 + chunk)
                     idx = np.asarray(network.idx[l0:l1])
                     tidx = np.asarray(network.tidx[l0:l1])
                     if uniform:

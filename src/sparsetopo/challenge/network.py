@@ -4,8 +4,8 @@ A challenge layer has the same number of nonzeros in every row (32 in the offici
 CSR's row pointers each layer is stored as two dense index tables:
 
 * ``idx[l, i, k]``: the k-th output neuron that input neuron ``i`` feeds (ascending in ``k``);
-* ``tidx[l, k, j]``: the k-th input neuron that feeds output neuron ``j`` (ascending in ``k``), k-major so
-  that a pass over all outputs for one ``k`` is a contiguous gather.
+* ``tidx[l, j, k]``: the k-th input neuron that feeds output neuron ``j`` (ascending in ``k``): the
+  transpose's table, one contiguous run of indices per output.
 
 Rows (or columns) with fewer entries than the table width are padded with the sentinel index ``N`` (one past
 the last neuron): the engine keeps a zero at position ``N`` of every activation row, so a padded entry adds
@@ -54,11 +54,11 @@ class ChallengeNetwork:
     neurons: int
     bias: float
     idx: np.ndarray                  # (L, N, K) output index per input row, ascending; sentinel N pads
-    tidx: np.ndarray                 # (L, KT, N) input index per output column, ascending in k
+    tidx: np.ndarray                 # (L, N, KT) input index per output column, ascending; sentinel N pads
     nnz: np.ndarray                  # (L,) int64 edges per layer
     weight: np.ndarray | None = None     # (L,) float64: the single weight of each layer, when uniform
     values: np.ndarray | None = None     # (L, N, K) float64 weights matching idx (non-uniform layers)
-    tvalues: np.ndarray | None = None    # (L, KT, N) float64 weights matching tidx
+    tvalues: np.ndarray | None = None    # (L, N, KT) float64 weights matching tidx
     ymax: float = YMAX
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -66,8 +66,8 @@ class ChallengeNetwork:
         n_layers = self.idx.shape[0]
         if self.idx.ndim != 3 or self.idx.shape[1] != self.neurons:
             raise ConfigError(f"idx must have shape (layers, {self.neurons}, K), got {self.idx.shape}")
-        if self.tidx.ndim != 3 or self.tidx.shape[0] != n_layers or self.tidx.shape[2] != self.neurons:
-            raise ConfigError(f"tidx must have shape ({n_layers}, KT, {self.neurons}), got {self.tidx.shape}")
+        if self.tidx.ndim != 3 or self.tidx.shape[0] != n_layers or self.tidx.shape[1] != self.neurons:
+            raise ConfigError(f"tidx must have shape ({n_layers}, {self.neurons}, KT), got {self.tidx.shape}")
         if (self.weight is None) == (self.values is None):
             raise ConfigError("give exactly one of weight (uniform layers) or values (per-edge weights)")
         if self.values is not None and (self.tvalues is None or self.values.shape != self.idx.shape
@@ -196,15 +196,15 @@ def transpose_tables(
     idx: np.ndarray, values: np.ndarray | None, n: int, out: np.ndarray | None = None,
     tout: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Column tables (L, KT, N) from row tables (L, N, K): for each output, its inputs ascending.
+    """Column tables (L, N, KT) from row tables (L, N, K): for each output, its inputs ascending.
 
     ``out``/``tout`` may be preallocated (e.g. memory-mapped) arrays of the right shape.
     """
     n_layers, _, k = idx.shape
     if out is None:
-        out = np.empty((n_layers, column_width(idx, n), n), dtype=idx.dtype)
+        out = np.empty((n_layers, n, column_width(idx, n)), dtype=idx.dtype)
     if values is not None and tout is None:
-        tout = np.empty((n_layers, out.shape[1], n))
+        tout = np.empty((n_layers, n, out.shape[2]))
     for l in range(n_layers):
         flat = np.asarray(idx[l]).ravel()         # row-major: inputs ascending
         order = np.argsort(flat, kind="stable")   # by output; a stable sort keeps the inputs ascending
@@ -215,11 +215,11 @@ def transpose_tables(
         counts = np.bincount(cols, minlength=n)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         pos = np.arange(cols.size) - np.repeat(starts, counts)
-        table = np.full((out.shape[1], n), n, dtype=out.dtype)
-        table[pos, cols] = rows
+        table = np.full((n, out.shape[2]), n, dtype=out.dtype)
+        table[cols, pos] = rows
         out[l] = table
         if values is not None:
-            vt = np.zeros((out.shape[1], n))
-            vt[pos, cols] = np.asarray(values[l]).ravel()[order]
+            vt = np.zeros((n, out.shape[2]))
+            vt[cols, pos] = np.asarray(values[l]).ravel()[order]
             tout[l] = vt
     return out, tout

@@ -30,7 +30,7 @@ from sparsetopo.challenge.network import (
 from sparsetopo.errors import ConfigError, DataError
 from sparsetopo.fileio import atomic_path, atomic_write_json, user_cache_dir
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 SUBFOLDER = "graph-challenge"
 
 
@@ -167,7 +167,7 @@ def _open_network(folder: Path, stored: dict[str, Any], bias: float, mmap: bool,
                   meta: dict[str, Any]) -> ChallengeNetwork:
     n, n_layers, k, kt, itype = (stored["neurons"], stored["layers"], stored["k"], stored["kt"], stored["itype"])
     idx = _load_npy(folder, "idx", (n_layers, n, k), itype, mmap)
-    tidx = _load_npy(folder, "tidx", (n_layers, kt, n), itype, mmap)
+    tidx = _load_npy(folder, "tidx", (n_layers, n, kt), itype, mmap)
     nnz = _load_npy(folder, "nnz", (n_layers,), "int64", False)
     if stored["uniform"]:
         weight = _load_npy(folder, "weight", (n_layers,), "float64", False)
@@ -175,7 +175,7 @@ def _open_network(folder: Path, stored: dict[str, Any], bias: float, mmap: bool,
     else:
         weight = None
         values = _load_npy(folder, "values", (n_layers, n, k), "float64", mmap)
-        tvalues = _load_npy(folder, "tvalues", (n_layers, kt, n), "float64", mmap)
+        tvalues = _load_npy(folder, "tvalues", (n_layers, n, kt), "float64", mmap)
     return ChallengeNetwork(n, bias, idx, tidx, nnz, weight, values, tvalues, YMAX, {**meta, "cache": str(folder)})
 
 
@@ -218,11 +218,11 @@ def _build_network_cache(paths: Sequence[Path], folder: Path, key: str, n: int, 
         idx.flush()
         kt = column_width(idx, n)
         with atomic_path(folder / "tidx.npy") as tmp_t:
-            tidx = np.lib.format.open_memmap(tmp_t, mode="w+", dtype=itype, shape=(n_layers, kt, n))
+            tidx = np.lib.format.open_memmap(tmp_t, mode="w+", dtype=itype, shape=(n_layers, n, kt))
             tvalues = None
             if values is not None:
                 tvalues = np.lib.format.open_memmap(folder / ".tvalues.npy.tmp", mode="w+", dtype=np.float64,
-                                                    shape=(n_layers, kt, n))
+                                                    shape=(n_layers, n, kt))
             transpose_tables(idx, values, n, out=tidx, tout=tvalues)
             tidx.flush()
             del tidx
