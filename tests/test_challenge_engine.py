@@ -156,3 +156,17 @@ def test_regenerated_mnist_inputs_close_to_the_official_ones(official, data_root
     assert differ < 700                                  # of 1,228,800 pixels (627 measured)
     flipped = sp.csr_array(mine.toarray().reshape(1200, 32, 32).transpose(0, 2, 1).reshape(1200, 1024))
     assert (flipped != inputs).nnz > 50 * differ         # the row-major layout would be far off
+
+
+def test_torch_path_finds_the_reference_categories() -> None:
+    # the torch-cuda backend's code, run on the CPU (no GPU here): same categories as the reference
+    from sparsetopo.challenge.backends import run_torch
+
+    layers = generate_layers(256, 16, seed=2)
+    net = ChallengeNetwork.from_layers(layers, -0.3)
+    rng = np.random.default_rng(11)
+    inputs = sp.csr_array((rng.random((120, 256)) < rng.uniform(0, 0.3, (120, 1))).astype(np.float64))
+    expect = categories(reference_infer(inputs, net, dtype="float64"))
+    assert 0 < expect.size < 120
+    got = run_torch(net, inputs, device="cpu", batch=50, dtype="float64")
+    assert np.array_equal(got.result.categories, expect) and got.backend == "torch-cpu"

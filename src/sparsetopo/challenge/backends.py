@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,35 +67,39 @@ def run_backend(
         y = reference_infer(inputs, network, dtype=dtype)
         seconds = time.perf_counter() - start
         return TimedRun(InferenceResult(categories(y), y.shape[0]), seconds, 1, backend)
-    return _run_torch_cuda(network, inputs, batch=batch, dtype=dtype)
+    if not cuda_available():
+        raise UserError("the torch-cuda backend needs a CUDA device, and torch sees none here")
+    return run_torch(network, inputs, device="cuda", batch=batch, dtype=dtype)
 
 
-def _run_torch_cuda(network: ChallengeNetwork, inputs: sp.csr_array, *, batch: int | None,
-                    dtype: str) -> TimedRun:
-    """Dense activations (neurons x batch, transposed) times CSR W^T on the GPU, with column compaction.
+def run_torch(network: ChallengeNetwork, inputs: sp.csr_array, *, device: str = "cuda", batch: int | None = None,
+              dtype: str = "float32") -> TimedRun:
+    """Dense activations (neurons x batch, transposed) times CSR ``W^T`` with torch on ``device``, dropping
+    the inputs whose activations died every 8 layers. The ``torch-cuda`` backend runs this on the GPU.
 
     cuSPARSE adds terms in its own order, so values may differ from the reference in the last bit.
     """
-    if not cuda_available():
-        raise UserError("the torch-cuda backend needs a CUDA device, and torch sees none here")
     import torch
 
-    dev = torch.device("cuda")
+    dev = torch.device(device)
     tdt = torch.float32 if dtype == "float32" else torch.float64
     n = network.neurons
     mats = []
-    for l in range(network.n_layers):
-        wt = sp.csr_array(network.layer(l).T)
-        wt.sort_indices()
-        mats.append(torch.sparse_csr_tensor(
-            torch.from_numpy(wt.indptr.astype(np.int64)), torch.from_numpy(wt.indices.astype(np.int64)),
-            torch.from_numpy(wt.data), size=(n, n), dtype=tdt, device=dev))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        for l in range(network.n_layers):
+            wt = sp.csr_array(network.layer(l).T)
+            wt.sort_indices()
+            mats.append(torch.sparse_csr_tensor(
+                torch.from_numpy(wt.indptr.astype(np.int64)), torch.from_numpy(wt.indices.astype(np.int64)),
+                torch.from_numpy(wt.data), size=(n, n), dtype=tdt, device=dev, check_invariants=True))
     x = sp.csr_array(inputs)
     n_in = x.shape[0]
     step = n_in if batch is None else max(1, batch)
     bias = torch.tensor(network.bias, dtype=tdt, device=dev)
     alive = np.zeros(n_in, dtype=bool)
-    torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     for first in range(0, n_in, step):
         part = x[first:first + step]
@@ -109,9 +114,9 @@ def _run_torch_cuda(network: ChallengeNetwork, inputs: sp.csr_array, *, batch: i
                 if ids.numel() == 0:
                     break
         alive[ids.cpu().numpy()] = True
-    torch.cuda.synchronize()
+    sync()
     seconds = time.perf_counter() - start
-    return TimedRun(InferenceResult(np.flatnonzero(alive) + 1, n_in), seconds, 1, "torch-cuda")
+    return TimedRun(InferenceResult(np.flatnonzero(alive) + 1, n_in), seconds, 1, f"torch-{dev.type}")
 
 
 def rate(n_inputs: int, edges: int, seconds: float) -> float:

@@ -328,7 +328,7 @@ def infer(
     batch: int | None = None,
     dtype: str | type = "float32",
     block: int = 16,
-    pull_fraction: float = 0.25,
+    pull_fraction: float = 0.5,
     return_activations: bool = False,
 ) -> InferenceResult:
     """Run the challenge inference ``Y <- min(max(Y W + b, 0), ymax)`` (bias on nonzeros) over all layers.

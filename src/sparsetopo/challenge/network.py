@@ -63,6 +63,14 @@ class ChallengeNetwork:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # read-only views: the tables are shared (and may be memory-mapped read-only), and one array type
+        # lets the compiled kernels serve every network
+        for name in ("idx", "tidx", "values", "tvalues"):
+            arr = getattr(self, name)
+            if arr is not None:
+                view = arr.view()
+                view.flags.writeable = False
+                setattr(self, name, view)
         n_layers = self.idx.shape[0]
         if self.idx.ndim != 3 or self.idx.shape[1] != self.neurons:
             raise ConfigError(f"idx must have shape (layers, {self.neurons}, K), got {self.idx.shape}")

@@ -1,0 +1,134 @@
+"""Sparse DNN Graph Challenge rate: the numba engine against the scipy reference, on the 1024-neuron networks.
+
+For each depth (120 layers: the official network when its files are under the data root, else generated;
+480 and 1920 layers: generated from RadiX-Nets, seed 0) this times, interleaved and repeated (medians):
+the numba engine on 1 thread and on all threads over every input, and the scipy reference (single-threaded)
+with the numba engine on 1 thread over the reference's inputs (all for 120 layers, the first 6,000 deeper:
+the reference is slow). The rate is the challenge's: inputs x edges / inference time. Inputs: the official
+``sparse-images-1024.tsv`` when present, else the 60,000 regenerated from MNIST. Compared with
+SuiteSparse:GraphBLAS's published single-thread 4.0e9-1.56e10 edges/s.
+
+    python benchmarks/bench_challenge.py [--layers 120 480 1920] [--repeats 3] [--data-dir DIR]
+
+Prints a table and writes benchmarks/results/challenge.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sparsetopo.challenge import (
+    categories, generate_network, infer, inputs_path, load_inputs_file, load_network, reference_infer,
+)
+from sparsetopo.challenge.engine import resolve_threads
+from sparsetopo.challenge.store import cached_mnist_inputs, weight_paths
+from sparsetopo.errors import DataError
+from sparsetopo.fileio import atomic_write_json
+
+GRAPHBLAS_1T = (4.0e9, 1.56e10)
+RESULTS = Path(__file__).resolve().parent / "results" / "challenge.json"
+
+
+def network_for(layers: int, data_dir: str | None):
+    if layers == 120:
+        try:
+            weight_paths(1024, 120, data_dir)
+            return load_network(1024, 120, data_dir), "official"
+        except DataError:
+            pass
+    return generate_network(1024, layers, seed=0), "generated, seed 0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", type=int, nargs="+", default=[120, 480, 1920], help="depths to run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each method (median)")
+    parser.add_argument("--inputs", type=int, default=None, help="use only the first INPUTS inputs")
+    parser.add_argument("--reference-inputs", type=int, default=None,
+                        help="inputs for the scipy comparison (default: all at 120 layers, 6000 deeper)")
+    parser.add_argument("--data-dir", default=None, help="data root (default $SPARSETOPO_DATA)")
+    parser.add_argument("--out", default=str(RESULTS), help="JSON file to write")
+    args = parser.parse_args(argv)
+
+    source = inputs_path(1024, args.data_dir)
+    if source is not None:
+        inputs, input_name = load_inputs_file(source, 1024), str(source)
+    else:
+        inputs, input_name = cached_mnist_inputs(1024, args.data_dir), "regenerated from MNIST (FFT resampling)"
+    if args.inputs:
+        inputs = inputs[: args.inputs]
+    n_in = inputs.shape[0]
+    most = resolve_threads(None)
+    infer(generate_network(1024, 1), inputs[:4], threads=1)          # compile / load the kernels
+    load_start = os.getloadavg()
+    rows = []
+    print(f"inputs: {n_in:,} ({input_name}); threads available: {most}; load average {load_start[0]:.1f}")
+    header = (f"{'layers':>6} {'network':<18} {'method':<14} {'inputs':>7} {'time s':>8} {'edges/s':>9} "
+              f"{'per core':>9} {'vs scipy':>8} {'vs GraphBLAS 1T':>16}")
+    print(header)
+    print("-" * len(header))
+    for n_layers in args.layers:
+        net, kind = network_for(n_layers, args.data_dir)
+        infer(net.subset(1), inputs[:4], threads=1)                   # kernels for this network's arrays
+        edges = net.edges
+        n_ref = args.reference_inputs or (n_in if n_layers <= 120 else min(n_in, 6000))
+        ref_inputs = inputs[:n_ref]
+        methods = {
+            "numba 1T": (lambda: infer(net, inputs, threads=1), n_in, 1),
+            f"numba {most}T": (lambda: infer(net, inputs, threads=most), n_in, most),
+            "scipy 1T": (lambda: reference_infer(ref_inputs, net), n_ref, 1),
+        }
+        if n_ref != n_in:
+            methods["numba 1T (ref)"] = (lambda: infer(net, ref_inputs, threads=1), n_ref, 1)
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        outcome: dict[str, np.ndarray] = {}
+        for _ in range(args.repeats):
+            for name, (call, _, _) in methods.items():
+                start = time.perf_counter()
+                result = call()
+                times[name].append(time.perf_counter() - start)
+                outcome[name] = result.categories if hasattr(result, "categories") else categories(result)
+        numba_ref = outcome["numba 1T (ref)" if n_ref != n_in else "numba 1T"]
+        agree = bool(np.array_equal(numba_ref, outcome["scipy 1T"]))
+        scipy_rate = n_ref * edges / statistics.median(times["scipy 1T"])
+        for name, (_, count, threads) in methods.items():
+            seconds = statistics.median(times[name])
+            rate = count * edges / seconds
+            per_core = rate / threads
+            row = {
+                "layers": n_layers, "network": kind, "method": name, "inputs": count, "threads": threads,
+                "edges": edges, "seconds_median": seconds, "seconds_all": times[name], "rate": rate,
+                "rate_per_core": per_core, "vs_scipy_rate": rate / scipy_rate,
+                "per_core_vs_graphblas_1t": [per_core / GRAPHBLAS_1T[0], per_core / GRAPHBLAS_1T[1]],
+                "categories": int(outcome[name].size), "numba_equals_scipy": agree,
+            }
+            rows.append(row)
+            print(f"{n_layers:>6} {kind:<18} {name:<14} {count:>7} {seconds:>8.3f} {rate:>9.2e} {per_core:>9.2e} "
+                  f"{rate / scipy_rate:>7.1f}x {per_core / GRAPHBLAS_1T[1]:>6.1f}x-{per_core / GRAPHBLAS_1T[0]:.1f}x")
+        print(f"{'':>6} categories: {outcome['numba 1T'].size:,} of {n_in:,}; numba and scipy agree on the first "
+              f"{n_ref:,}: {agree}")
+        sys.stdout.flush()
+    load_end = os.getloadavg()
+    report = {
+        "benchmark": "sparse DNN graph challenge, 1024 neurons", "inputs": n_in, "inputs_source": input_name,
+        "graphblas_1t_published": GRAPHBLAS_1T, "threads_available": most, "repeats": args.repeats,
+        "load_average_start": load_start, "load_average_end": load_end, "machine": platform.processor()
+        or platform.machine(), "cpu_count": os.cpu_count(), "rows": rows,
+        "command": "python benchmarks/bench_challenge.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    atomic_write_json(args.out, report)
+    print(f"load average {load_start[0]:.1f} -> {load_end[0]:.1f}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
