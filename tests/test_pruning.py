@@ -41,6 +41,27 @@ def model_state(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
 
 
+def layers_of(out: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each weight layer's (effective dense weight, bool mask) from a run's checkpoint, in either backend's layout."""
+    state = model_state(out)
+    layers = {}
+    for key in state:
+        name, _, leaf = key.rpartition(".")
+        if leaf == "mask":
+            layers[name] = (state[f"{name}.weight"] * state[key], state[key].bool())
+        elif leaf == "weight_values":
+            shape = tuple(int(v) for v in state[f"{name}.weight_shape_"])
+            indptr, indices = state[f"{name}.weight_indptr"], state[f"{name}.weight_indices"].long()
+            rows = torch.repeat_interleave(torch.arange(len(indptr) - 1), indptr.diff())
+            weight = torch.zeros(shape[0], int(np.prod(shape[1:])))
+            mask = torch.zeros(weight.shape, dtype=torch.bool)
+            weight[rows, indices], mask[rows, indices] = state[key], True
+            layers[name] = (weight.reshape(shape), mask.reshape(shape))
+        elif leaf == "weight" and f"{name}.mask" not in state:
+            layers[name] = (state[key], torch.ones(state[key].shape, dtype=torch.bool))
+    return layers
+
+
 def removed(mask: np.ndarray | torch.Tensor) -> int:
     return int((~np.asarray(mask, dtype=bool)).sum())
 
@@ -182,11 +203,12 @@ def test_gradual_run_reaches_exact_layer_sparsity_and_writes_a_full_topology(gra
     assert [l["nnz"] for l in s["layers"]] == [23520, 3000, 100]
     assert s["pruned_test_accuracy"] == s["final_test_accuracy"] > 0.5
     assert [p["step"] for p in s["pruning_steps"]] == [20, 40, 60, 80]
+    layers = layers_of(gradual_run)
     state = model_state(gradual_run)
     topo = Topology.load(gradual_run / "topology.npz")
     assert topo.names == ["fc1", "fc2", "fc3"] and topo.meta["method"] == "gradual"
     for i, name in enumerate(topo.names):
-        mask = state[f"{name}.mask"]
+        mask = layers[name][1]
         assert np.array_equal(topo.weight_mask(i), mask.numpy())
         assert torch.all(state[f"{name}.weight"][~mask] == 0)  # pruned weights stayed zero under momentum
 
@@ -222,10 +244,9 @@ def test_retraining_on_the_pruned_topology_keeps_its_structure(gradual_run: Path
         s = run("train", {"topology": f"file:{gradual_run}/topology.npz", "seed": 1, "init": init,
                           "steps": 30, "momentum": 0.9}, out)
         assert [l["nnz"] for l in s["layers"]] == [m.nnz for m in topo.layers]
-        state = model_state(out)
+        layers = layers_of(out)
         for i, name in enumerate(topo.names):
-            assert np.array_equal(state[f"{name}.mask"].numpy(), topo.weight_mask(i))
-            assert torch.all(state[f"{name}.weight"][~state[f"{name}.mask"]] == 0)
+            assert np.array_equal(layers[name][1].numpy(), topo.weight_mask(i))
     # rewind: the retrained run starts from the pruned run's own step-0 weights, masked
     start = torch.load(tmp_path / "rewind" / "weights-step0.pt", weights_only=True)
     origin = torch.load(gradual_run / "weights-step0.pt", weights_only=True)
@@ -252,11 +273,11 @@ def test_oneshot_prunes_the_smallest_final_weights_and_records_accuracy(dense_ru
     assert s["dense_test_accuracy"] == dense["final_test_accuracy"]
     assert s["layer_sparsity"] == {"fc1": 0.95, "fc2": 0.95, "fc3": 0.95}
     assert s["pruned_test_accuracy"] == s["final_test_accuracy"] < s["dense_test_accuracy"]
-    before, after = model_state(dense_run), model_state(out)
+    before, after = layers_of(dense_run), layers_of(out)
     for name in ("fc1", "fc2", "fc3"):
-        w, mask = before[f"{name}.weight"], after[f"{name}.mask"]
+        w, (pruned, mask) = before[name][0], after[name]
         assert removed(mask) == round(0.95 * w.numel())
-        assert torch.equal(after[f"{name}.weight"], w * mask)  # kept weights unchanged, no retraining
+        assert torch.equal(pruned, w * mask)  # kept weights unchanged, no retraining
         assert w[~mask].abs().max() <= w[mask].abs().min()
     assert (out / "weights-step50.pt").exists()  # the dense run's snapshots, for --init rewind:ONESHOT@50
     assert json.loads((out / "hparams.json").read_text())["canonical"]["from_run"] == str(dense_run)
@@ -281,8 +302,7 @@ def test_lenet5_conv_layers_get_weight_level_masks_and_retrain(tmp_path: Path) -
     r = run("train", {"model": "lenet5", "widths": "6,16,64", "topology": f"file:{tmp_path}/p/topology.npz",
                       "steps": 5, "seed": 3}, tmp_path / "r")
     assert [l["nnz"] for l in r["layers"]] == [l["nnz"] for l in s["layers"]]
-    state = model_state(tmp_path / "r")
-    assert np.array_equal(state["conv2.mask"].numpy(), topo.kernel_masks[1])
+    assert np.array_equal(layers_of(tmp_path / "r")["conv2"][1].numpy(), topo.kernel_masks[1])
 
 
 # ------------------------------------------------------------------------------------------ refusals
