@@ -89,8 +89,9 @@ def register(subparsers: Any) -> None:
                      help="arithmetic precision (default float32); the numba and scipy backends give bit-identical "
                           "results in the same precision")
     run.add_argument("--no-cache", action="store_true",
-                     help="parse the text files every time instead of using the binary cache in the user cache "
-                          "folder ($SPARSETOPO_CACHE or ~/.cache/sparsetopo/challenge)")
+                     help="parse the text files (or build the --generate network in memory) every time instead "
+                          "of using the binary cache in the user cache folder ($SPARSETOPO_CACHE or "
+                          "~/.cache/sparsetopo, under challenge/)")
     run.add_argument("--write-categories", default=None, metavar="FILE",
                      help="write the categories found, in the truth file format")
     run.add_argument("--show", type=_positive, default=10,
@@ -171,14 +172,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sparsetopo.challenge.formats import read_truth, write_truth
     from sparsetopo.challenge.generate import generate_network
     from sparsetopo.challenge.network import default_bias
-    from sparsetopo.challenge.store import load_network, truth_path
+    from sparsetopo.challenge.store import cached_generated_network, load_network, truth_path
 
     n, n_layers = args.neurons, args.layers
     bias = default_bias(n) if args.bias is None else args.bias
     if args.backend == "scipy" and args.threads not in (None, 1):
         raise ConfigError(f"the scipy backend is single-threaded; --threads {args.threads} is not possible")
     if args.generate:
-        network = generate_network(n, n_layers, args.seed, bias=bias)
+        if args.no_cache:
+            network = generate_network(n, n_layers, args.seed, bias=bias)
+        else:
+            network = cached_generated_network(n, n_layers, args.seed, bias=bias)
         source = f"generated from RadiX-Nets, seed {args.seed}"
     else:
         network = load_network(n, n_layers, args.data_dir, bias=bias, cache=not args.no_cache,

@@ -144,8 +144,11 @@ class ChallengeNetwork:
             if mat.shape != (n, n):
                 raise ConfigError(f"layer {l + 1}: every layer must be {n} x {n}, got {mat.shape}")
         k = max(int(np.diff(m.indptr).max(initial=0)) for m in mats) or 1
-        padded = any(int(np.diff(m.indptr).min(initial=0)) < k for m in mats)
-        itype = index_dtype(n, True) if padded else index_dtype(n, False)
+        col_counts = [np.bincount(m.indices, minlength=n) for m in mats]
+        kt = max(int(c.max(initial=0)) for c in col_counts) or 1
+        padded = any(int(np.diff(m.indptr).min(initial=0)) < k for m in mats) or any(
+            int(c.min(initial=0)) < kt for c in col_counts)
+        itype = index_dtype(n, padded)
         idx = np.empty((len(mats), n, k), dtype=itype)
         uniform = all(m.nnz == 0 or bool(np.all(m.data == m.data[0])) for m in mats)
         values = None if uniform else np.empty((len(mats), n, k))
@@ -184,7 +187,7 @@ def ell_rows(mat: sp.csr_array, k: int, itype: np.dtype) -> tuple[np.ndarray, np
         raise ConfigError(f"a row has {counts.max()} nonzeros, more than the table width {k}")
     rows = np.repeat(np.arange(n), counts)
     pos = np.arange(mat.nnz) - np.repeat(mat.indptr[:-1], counts)
-    idx = np.full((n, k), n, dtype=itype)
+    idx = np.full((n, k), n if mat.nnz < n * k else 0, dtype=itype)
     vals = np.zeros((n, k))
     idx[rows, pos] = mat.indices
     vals[rows, pos] = mat.data
@@ -223,7 +226,11 @@ def transpose_tables(
         counts = np.bincount(cols, minlength=n)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         pos = np.arange(cols.size) - np.repeat(starts, counts)
-        table = np.full((n, out.shape[2]), n, dtype=out.dtype)
+        padded = cols.size < n * out.shape[2]
+        if padded and n > np.iinfo(out.dtype).max:
+            raise ConfigError(f"layer {l + 1}: output neurons have differing input counts, which {out.dtype} "
+                              f"tables cannot pad at {n} neurons")
+        table = np.full((n, out.shape[2]), n if padded else 0, dtype=out.dtype)
         table[cols, pos] = rows
         out[l] = table
         if values is not None:

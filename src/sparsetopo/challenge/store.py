@@ -324,3 +324,47 @@ def resolve_data_root(data_dir: PathLike | None = None) -> Path:
     from sparsetopo.data import resolve_root
 
     return resolve_root(data_dir)
+
+
+def cached_generated_network(neurons: int, layers: int, seed: int = 0, *, bias: float | None = None,
+                             radix: int = 2, block: int = 16) -> ChallengeNetwork:
+    """:func:`~sparsetopo.challenge.generate.generate_network`, built layer by layer into memory-mapped
+    tables in the cache (so a 65,536-neuron, 1,920-layer network never has to fit in memory) and reused."""
+    from sparsetopo.challenge.generate import WEIGHT, base_systems, layer_tables
+
+    base_systems(neurons, radix, block)
+    check_size(neurons, layers)
+    b = default_bias(neurons) if bias is None else float(bias)
+    key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "kind": "generated", "n": neurons, "layers": layers,
+                                     "seed": seed, "radix": radix, "block": block}).encode()).hexdigest()[:20]
+    folder = cache_root() / f"generated-n{neurons}-l{layers}-s{seed}-{key}"
+    meta = {"kind": "generated", "seed": seed, "radix": radix, "block": block, "source": "generated"}
+    stored = _read_meta(folder, key)
+    if stored is not None:
+        try:
+            return _open_network(folder, stored, b, True, meta)
+        except (OSError, ValueError):
+            pass
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    k = radix * block
+    itype = index_dtype(neurons, False)
+    with atomic_path(folder / "idx.npy") as tmp_idx:
+        idx = np.lib.format.open_memmap(tmp_idx, mode="w+", dtype=itype, shape=(layers, neurons, k))
+        for l, table in enumerate(layer_tables(neurons, layers, seed, radix=radix, block=block)):
+            idx[l] = table
+        idx.flush()
+        with atomic_path(folder / "tidx.npy") as tmp_t:
+            tidx = np.lib.format.open_memmap(tmp_t, mode="w+", dtype=itype, shape=(layers, neurons, k))
+            transpose_tables(idx, None, neurons, out=tidx)
+            tidx.flush()
+            del tidx
+        del idx
+    _save(folder / "weight.npy", np.full(layers, WEIGHT))
+    _save(folder / "nnz.npy", np.full(layers, neurons * k, dtype=np.int64))
+    atomic_write_json(folder / "meta.json", {
+        "version": CACHE_VERSION, "key": key, "neurons": neurons, "layers": layers, "k": k, "kt": k,
+        "itype": str(np.dtype(itype)), "uniform": True, "sources": ["generated"],
+    })
+    return _open_network(folder, _read_meta(folder, key) or {}, b, True, meta)
