@@ -56,7 +56,7 @@ def _load_rows(y, nz, nnz, indptr, indices, data, first):  # pragma: no cover - 
         nnz[r] = c
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pull_uniform(acc, yr, t, w):  # pragma: no cover - compiled
     """acc[j] = sum_k yr[t[j, k]] * w, terms in ascending k, four outputs interleaved."""
     n = t.shape[0]
@@ -87,7 +87,7 @@ def _pull_uniform(acc, yr, t, w):  # pragma: no cover - compiled
         acc[j] = s0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pull_values(acc, yr, t, tv):  # pragma: no cover - compiled
     """acc[j] = sum_k yr[t[j, k]] * tv[j, k], terms in ascending k, four outputs interleaved."""
     n = t.shape[0]
@@ -122,7 +122,7 @@ def _pull_values(acc, yr, t, tv):  # pragma: no cover - compiled
         acc[j] = s0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pull_uniform4(acc, y0, y1, y2, y3, t, w):  # pragma: no cover - compiled
     """Four rows at once: acc[q, j] = sum_k yq[t[j, k]] * w, two outputs interleaved (8 chains), so every
     index is loaded once for four rows."""
@@ -180,7 +180,7 @@ def _pull_uniform4(acc, y0, y1, y2, y3, t, w):  # pragma: no cover - compiled
         acc[3, j] = s3
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _finalize(yr, accr, nzr, b, top):  # pragma: no cover - compiled
     """yr[j] = clamp(accr[j] + b, 0, top) where accr[j] != 0, else 0; reset accr; list the nonzeros of yr
     (ascending) in nzr and return their count."""
