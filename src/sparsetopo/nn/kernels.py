@@ -2,37 +2,47 @@
 
 Activations are handled *feature-major*: ``xt`` is ``(features, batch)`` with the batch contiguous, so
 every connection does a contiguous multiply-add over the batch (vectorised), and a chain of sparse layers
-passes its activations on without transposing. Every output element is computed by one thread in a fixed
-order, so results are deterministic and independent of the number of threads.
+passes its activations on without transposing.
 
-* ``csr_spmm``: ``yt[r] = bias[r] + sum_k values[perm[k]] * xt[indices[k]]`` over row r's nonzeros (the
+* ``spmm``:  ``yt[r] = bias[r] + sum_k values[perm[k]] * xt[indices[k]]`` over row r's nonzeros (the
   forward with the CSR pattern; the input gradient with the transposed pattern and a value permutation).
-* ``csr_sddmm``: ``out[k] = dot(gyt[row(k)], xt[indices[k]])``, the weight gradient at the nonzeros only.
+* ``sddmm``: ``out[k] = dot(gyt[row(k)], xt[indices[k]])``, the weight gradient at the nonzeros only.
+
+Threading: the rows are cut into ``torch.get_num_threads()`` contiguous ranges of about equal nnz, each
+run by a GIL-free numba call on its own Python thread. Every output element is computed by one thread in
+a fixed order, so results are deterministic and independent of the thread count. (numba's own parallel
+layer is not used: its OpenMP worker threads spin beside torch's and, on a busy machine, stall both.)
 """
 
 from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
 import torch
 
-_UNROLL = 4
 _NO_PERM = np.zeros(0, dtype=np.int64)
+# Below this many multiply-adds per thread, extra threads cost more than they save.
+MIN_WORK_PER_THREAD = 1 << 18
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True, nogil=True)
-def _spmm(indptr, indices, perm, use_perm, values, xt, bias, yt):  # pragma: no cover - numba
-    rows = indptr.shape[0] - 1
+@nb.njit(cache=True, fastmath=True, nogil=True)
+def _spmm_rows(r0, r1, indptr, indices, perm, use_perm, values, xt, bias, yt):  # pragma: no cover
     nb_ = xt.shape[1]
-    for r in nb.prange(rows):
+    for r in range(r0, r1):
         acc = yt[r]
         b = bias[r]
         for j in range(nb_):
             acc[j] = b
-        start = indptr[r]
+        k = indptr[r]
         end = indptr[r + 1]
-        k = start
-        while k + _UNROLL <= end:
+        while k + 4 <= end:
             if use_perm:
                 w0 = values[perm[k]]
                 w1 = values[perm[k + 1]]
@@ -49,7 +59,7 @@ def _spmm(indptr, indices, perm, use_perm, values, xt, bias, yt):  # pragma: no 
             x3 = xt[indices[k + 3]]
             for j in range(nb_):
                 acc[j] += w0 * x0[j] + w1 * x1[j] + w2 * x2[j] + w3 * x3[j]
-            k += _UNROLL
+            k += 4
         while k < end:
             w = values[perm[k]] if use_perm else values[k]
             x0 = xt[indices[k]]
@@ -58,11 +68,10 @@ def _spmm(indptr, indices, perm, use_perm, values, xt, bias, yt):  # pragma: no 
             k += 1
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True, nogil=True)
-def _sddmm(indptr, indices, gyt, xt, out):  # pragma: no cover - numba
-    rows = indptr.shape[0] - 1
+@nb.njit(cache=True, fastmath=True, nogil=True)
+def _sddmm_rows(r0, r1, indptr, indices, gyt, xt, out):  # pragma: no cover - numba
     nb_ = xt.shape[1]
-    for r in nb.prange(rows):
+    for r in range(r0, r1):
         g = gyt[r]
         for k in range(indptr[r], indptr[r + 1]):
             x = xt[indices[k]]
@@ -72,11 +81,41 @@ def _sddmm(indptr, indices, gyt, xt, out):  # pragma: no cover - numba
             out[k] = s
 
 
-def set_threads() -> None:
-    """Run numba kernels on as many threads as torch uses."""
-    n = max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS))
-    if nb.get_num_threads() != n:
-        nb.set_num_threads(n)
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsetopo-kernel")
+            _pool_size = workers
+        return _pool
+
+
+def row_ranges(indptr: np.ndarray, work_per_nnz: int, extra_per_row: int = 0) -> list[tuple[int, int]]:
+    """Contiguous row ranges of about equal work, one per thread (at most ``torch.get_num_threads()``)."""
+    rows = len(indptr) - 1
+    nnz = int(indptr[-1])
+    work = nnz * work_per_nnz + rows * extra_per_row
+    threads = max(1, min(torch.get_num_threads(), work // MIN_WORK_PER_THREAD, rows))
+    if threads == 1:
+        return [(0, rows)]
+    # cut where the cumulative nnz (plus a per-row share) reaches each 1/threads of the total
+    cum = indptr[1:].astype(np.float64) * work_per_nnz + np.arange(1, rows + 1) * extra_per_row
+    cuts = np.searchsorted(cum, np.arange(1, threads) * (work / threads))
+    bounds = [0, *sorted(set(int(c) for c in cuts if 0 < c < rows)), rows]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _run(fn, ranges: list[tuple[int, int]], *args) -> None:
+    if len(ranges) == 1:
+        fn(ranges[0][0], ranges[0][1], *args)
+        return
+    pool = _executor(len(ranges) - 1)
+    futures = [pool.submit(fn, r0, r1, *args) for r0, r1 in ranges[1:]]
+    fn(ranges[0][0], ranges[0][1], *args)
+    for f in futures:
+        f.result()
 
 
 def spmm(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, xt: np.ndarray,
@@ -84,16 +123,16 @@ def spmm(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, xt: np.nda
          out: np.ndarray | None = None) -> np.ndarray:
     """``(rows, batch)`` result of the CSR pattern times ``xt`` (``(cols, batch)``, C-contiguous)."""
     rows = indptr.shape[0] - 1
+    batch = xt.shape[1]
     if out is None:
-        out = np.empty((rows, xt.shape[1]), dtype=xt.dtype)
-    if xt.shape[1] == 0 or rows == 0:
-        if bias is not None and rows:
-            out[:] = bias[:, None]
-        return out
+        out = np.empty((rows, batch), dtype=xt.dtype)
     if bias is None:
         bias = np.zeros(rows, dtype=xt.dtype)
-    set_threads()
-    _spmm(indptr, indices, perm if perm is not None else _NO_PERM, perm is not None, values, xt, bias, out)
+    if batch == 0 or rows == 0:
+        return out
+    ranges = row_ranges(indptr, batch, batch // 4)
+    _run(_spmm_rows, ranges, indptr, indices, perm if perm is not None else _NO_PERM, perm is not None,
+         values, xt, bias, out)
     return out
 
 
@@ -107,6 +146,5 @@ def sddmm(indptr: np.ndarray, indices: np.ndarray, gyt: np.ndarray, xt: np.ndarr
     if xt.shape[1] == 0:
         out[:] = 0
         return out
-    set_threads()
-    _sddmm(indptr, indices, gyt, xt, out)
+    _run(_sddmm_rows, row_ranges(indptr, xt.shape[1]), indptr, indices, gyt, xt, out)
     return out
