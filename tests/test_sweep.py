@@ -241,3 +241,23 @@ def test_a_run_whose_worker_died_resumes_from_its_checkpoint(tmp_path):
     with ResultsStore(out) as store:
         (dense,) = [r for r in store.runs() if r["hparams"].get("widths") == "die-once"]
         assert dense["status"] == "completed" and dense["summary"]["resumed_from_step"] == 20
+
+
+def test_store_adds_new_columns_to_an_older_store_and_estimates_from_cpu_time(tmp_path):
+    db = tmp_path / "results.db"
+    with sqlite3.connect(db) as conn:  # the first schema, without cpu_seconds
+        conn.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, command TEXT NOT NULL, hparams TEXT NOT NULL, status "
+                     "TEXT NOT NULL, started_at REAL, finished_at REAL, wall_seconds REAL, steps INTEGER, "
+                     "final_test_accuracy REAL, best_test_accuracy REAL, pruned_test_accuracy REAL, weights_total "
+                     "INTEGER, weights_nonzero INTEGER, summary TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 1)")
+    with ResultsStore(db) as store:
+        store.record_run("train-x", "train", {"model": "lenet5", "steps": 100}, "completed",
+                         summary={"wall_seconds": 50.0, "steps": 100}, cpu_seconds=20.0)
+        assert store.runs()[0]["cpu_seconds"] == 20.0
+    from sparsetopo.experiments.estimate import describe_plan
+
+    path, _ = experiment(tmp_path, EXP.replace("[fixed]\nsteps = 40", '[fixed]\nsteps = 1000\nmodel = "lenet5"'))
+    text = describe_plan([load_experiment(path, "paper")], tmp_path)
+    # 4 dense runs of lenet5 at 0.2 CPU s per step (from cpu_seconds, not wall) = 800 s; the rest unknown
+    assert "20 distinct runs, 12,000 training steps" in text
+    assert "0.22 CPU-hours" in text and "no timing for" in text

@@ -94,7 +94,7 @@ def _sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     experiments = _load([args.file], args.profile)
     if args.dry_run:
-        print(describe_plan(experiments, args.out, jobs=args.jobs, estimate_from=args.estimate_from))
+        print(describe_plan(experiments, args.out, estimate_from=args.estimate_from))
         return 0
     return _sweep(args, experiments)
 

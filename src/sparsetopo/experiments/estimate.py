@@ -41,7 +41,10 @@ def cost_key(command: str, params: dict[str, Any]) -> tuple:
 
 
 def timings(results_dir: str | Path) -> dict[tuple, float]:
-    """Seconds per step (seconds per run for one-shot pruning) by cost key, medians over finished runs."""
+    """CPU seconds per step (per run for one-shot pruning) by cost key, medians over finished runs.
+
+    CPU time (all threads of the run's process) measures the work whatever else the machine was doing;
+    runs recorded without it fall back to their wall time."""
     db = Path(results_dir) / DB_NAME
     if not db.exists():
         return {}
@@ -52,15 +55,16 @@ def timings(results_dir: str | Path) -> dict[tuple, float]:
         store.close()
     per: dict[tuple, list[float]] = defaultdict(list)
     for r in rows:
-        if r["status"] not in DONE or not r["wall_seconds"]:
+        cost = r.get("cpu_seconds") or r["wall_seconds"]
+        if r["status"] not in DONE or not cost:
             continue
         key = cost_key(r["command"], r["hparams"])
         steps = budget_steps(r["command"], r["hparams"])
-        per[key].append(r["wall_seconds"] / steps if steps else r["wall_seconds"])
+        per[key].append(cost / steps if steps else cost)
     return {k: statistics.median(v) for k, v in per.items()}
 
 
-def describe_plan(experiments: Iterable[Experiment], out: str | Path, jobs: int | None = None,
+def describe_plan(experiments: Iterable[Experiment], out: str | Path,
                   estimate_from: str | Path | None = None) -> str:
     experiments = list(experiments)
     specs: list[RunSpec] = plan(experiments)
@@ -80,10 +84,10 @@ def describe_plan(experiments: Iterable[Experiment], out: str | Path, jobs: int 
         else:
             unknown[f"{key[0]}/{key[1]}" + (f"/{key[2]}" if key[2] else "") + f"/{key[3]}"] += 1
     lines.append(f"{len(specs)} distinct runs, {total_steps:,} training steps in all")
-    jobs = jobs or available_cores()
+    cores = available_cores()
     if known:
-        lines.append(f"estimated compute from the timings in {estimate_from or out}: {seconds / 3600:.2f} run-hours"
-                     f" (~{seconds / jobs / 3600:.2f} h with {jobs} runs at a time on such a machine)")
+        lines.append(f"estimated compute from the timings in {estimate_from or out}: {seconds / 3600:.2f} CPU-hours"
+                     f" (~{seconds / cores / 3600:.2f} h of wall time on {cores} such cores, if nothing else runs)")
         if unknown:
             lines.append("no timing for: " + ", ".join(f"{k} ({n} runs)" for k, n in sorted(unknown.items())))
     else:

@@ -301,7 +301,8 @@ def run_sweep(experiments: Iterable[Experiment], out: str | Path, *, jobs: int |
                     status = oc["status"]
                     store.record_run(spec.id, spec.command, spec.params, status, summary=oc.get("summary"),
                                      metrics=oc.get("metrics", ()), error=oc.get("error"),
-                                     started_at=oc.get("started_at"), finished_at=oc.get("finished_at"))
+                                     started_at=oc.get("started_at"), finished_at=oc.get("finished_at"),
+                                     cpu_seconds=oc.get("cpu_seconds"))
                     state[spec.id] = status
                     setattr(result, status, getattr(result, status) + 1)
                     if status in counts:

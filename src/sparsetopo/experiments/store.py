@@ -2,8 +2,9 @@
 
 Tables:
 
-- ``runs``: one row per run (id, command, canonical hyperparameters as JSON, status, timings, final
-  metrics, the full summary as JSON, the error of a failed run, the number of attempts).
+- ``runs``: one row per run (id, command, hyperparameters as JSON, status, timings (wall seconds, and the
+  CPU seconds of the process that ran it), final metrics, the full summary as JSON, the error of a failed
+  run, the number of attempts).
 - ``metrics``: the run's evaluations over time (run_id, step, epoch, train_loss, test_loss, test_accuracy).
 - ``experiments``: each experiment file swept into the directory (name, kind, title, profile, source text).
 - ``memberships``: which runs belong to which experiment and stage (a run shared by two experiments, such
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at REAL,
     finished_at REAL,
     wall_seconds REAL,
+    cpu_seconds REAL,
     steps INTEGER,
     final_test_accuracy REAL,
     best_test_accuracy REAL,
@@ -75,6 +77,9 @@ CREATE TABLE IF NOT EXISTS memberships (
 CREATE INDEX IF NOT EXISTS memberships_run ON memberships(run_id);
 """
 
+# Columns added after the first version of the schema (added to older stores when opened).
+_ADDED_COLUMNS = (("cpu_seconds", "REAL"),)
+
 _METRIC_KEYS = ("step", "epoch", "train_loss", "test_loss", "test_accuracy")
 
 
@@ -105,6 +110,10 @@ class ResultsStore:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     self.conn.execute(stmt)
+            have = {r["name"] for r in self.conn.execute("PRAGMA table_info(runs)")}
+            for column, kind in _ADDED_COLUMNS:
+                if column not in have:
+                    self.conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.conn.close()
@@ -143,7 +152,7 @@ class ResultsStore:
     def record_run(self, run_id: str, command: str, params: Mapping[str, Any], status: str, *,
                    summary: Mapping[str, Any] | None = None, metrics: Sequence[Mapping[str, Any]] = (),
                    error: str | None = None, started_at: float | None = None,
-                   finished_at: float | None = None) -> None:
+                   finished_at: float | None = None, cpu_seconds: float | None = None) -> None:
         """Insert or replace a run's row and all its metrics in one transaction."""
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {STATUSES}")
@@ -161,11 +170,11 @@ class ResultsStore:
             c.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
             c.execute(
                 "INSERT OR REPLACE INTO runs (id, command, hparams, status, started_at, finished_at,"
-                " wall_seconds, steps, final_test_accuracy, best_test_accuracy, pruned_test_accuracy,"
+                " wall_seconds, cpu_seconds, steps, final_test_accuracy, best_test_accuracy, pruned_test_accuracy,"
                 " weights_total, weights_nonzero, summary, error, attempts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, command, json.dumps(dict(params), sort_keys=True), status, started_at, finished_at,
-                 _num(summary.get("wall_seconds")), summary.get("steps"),
+                 _num(summary.get("wall_seconds")), _num(cpu_seconds), summary.get("steps"),
                  _num(summary.get("final_test_accuracy")), _num(summary.get("best_test_accuracy")),
                  _num(summary.get("pruned_test_accuracy")), summary.get("weights_total"),
                  summary.get("weights_nonzero"), json.dumps(summary, sort_keys=True, default=str) if summary else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import importlib
 import os
+import resource
 import threading
 import time
 import traceback
@@ -46,12 +47,14 @@ def make_task(run_id: str, command: str, params: dict[str, Any], runs_dir: str |
 
 
 def execute(task: dict[str, Any]) -> dict[str, Any]:
-    """Run one task to its end; return ``{run_id, status, summary, metrics, error, started_at, finished_at}``."""
+    """Run one task to its end; return ``{run_id, status, summary, metrics, error, started_at, finished_at,
+    cpu_seconds}``."""
     runs_dir = Path(task["runs_dir"])
     out_dir = runs_dir / task["run_id"]
     started = time.time()
+    cpu0 = _cpu_seconds()
     outcome: dict[str, Any] = {"run_id": task["run_id"], "status": "failed", "summary": {}, "metrics": [],
-                               "error": None, "started_at": started, "finished_at": None}
+                               "error": None, "started_at": started, "finished_at": None, "cpu_seconds": None}
     try:
         params = resolve(task["params"], runs_dir)
         params.update({k: v for k, v in task.get("extra", {}).items() if v is not None})
@@ -75,7 +78,14 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
         outcome["error"] = f"{type(exc).__name__}: {exc}\n{tail}"
     outcome["metrics"] = read_metrics_file(out_dir)
     outcome["finished_at"] = time.time()
+    outcome["cpu_seconds"] = round(_cpu_seconds() - cpu0, 3)
     return outcome
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads: the cost of a run whatever else the machine does."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _watch_parent(parent_pid: int) -> None:

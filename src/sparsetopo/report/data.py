@@ -28,6 +28,7 @@ class Run:
     pruned: float | None
     steps: int | None
     wall_seconds: float | None
+    cpu_seconds: float | None
     summary: dict[str, Any]
     error: str | None
     stages: list[str] = field(default_factory=list)
@@ -139,7 +140,8 @@ class ReportData:
                 self.runs[r["id"]] = Run(
                     id=r["id"], command=r["command"], params=r["hparams"], status=r["status"],
                     final=r["final_test_accuracy"], best=r["best_test_accuracy"], pruned=r["pruned_test_accuracy"],
-                    steps=r["steps"], wall_seconds=r["wall_seconds"], summary=r["summary"], error=r["error"])
+                    steps=r["steps"], wall_seconds=r["wall_seconds"], cpu_seconds=r.get("cpu_seconds"),
+                    summary=r["summary"], error=r["error"])
             self.members: dict[str, list[tuple[str, str]]] = {}
             for exp in self.experiments:
                 pairs = store.memberships(exp["name"])

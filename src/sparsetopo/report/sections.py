@@ -378,7 +378,7 @@ def runs_table(exp: dict[str, Any], runs: list[Run]) -> Table:
     keys = varying(runs, ignore=("topology", "init", "from_run"))
     table = Table(f"{exp['name']}_runs", f"{exp.get('title') or exp['name']}: every configuration",
                   ["command"] + keys + ["structure", "runs", "status", "final accuracy", "best accuracy",
-                                        "after pruning", "mean wall s"],
+                                        "after pruning", "mean wall s", "mean CPU s"],
                   note="One row per configuration (seeds pooled). 'structure': the run a retraining run takes "
                        "its topology or weights from.")
     groups = _group(runs, lambda r: (r.command, tuple(label(r.get(k)) for k in keys), _structure(r)))
@@ -388,10 +388,12 @@ def runs_table(exp: dict[str, Any], runs: list[Run]) -> Table:
             statuses[r.status] += 1
         ok = [r for r in g if r.ok]
         walls = [r.wall_seconds for r in g if r.wall_seconds is not None]
+        cpus = [r.cpu_seconds for r in g if r.cpu_seconds is not None]
         table.add(command, *values, structure, len(g), ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
                   describe(r.final for r in ok), describe(r.best for r in ok),
                   describe(r.pruned for r in ok) if command == "prune" else None,
-                  round(sum(walls) / len(walls), 1) if walls else None)
+                  round(sum(walls) / len(walls), 1) if walls else None,
+                  round(sum(cpus) / len(cpus), 1) if cpus else None)
     return table
 
 
