@@ -184,9 +184,9 @@ def test_no_dense_weight_sized_allocation():
 
 RADIX_CASES = [
     # (systems, kron, trim, layer, batch)
-    ([(2, 10)], (40, 15, 1), 16, 0, 33),     # 784 x 300, dense 15 x 40 blocks
-    ([(10, 10)], (8, 30, 1), 16, 0, 4),      # LeNet-300-100 x10: 784 x 3000
-    ([(4, 4)], (8, 8, 8), 0, 1, 1),           # radix 4 at place value 4
+    ([(2, 2)], (160, 40, 1), 16, 0, 33),     # 624 x 160: trimmed inputs, dense 80 x 160 blocks
+    ([(2, 5)], (40, 40, 1), 0, 0, 4),         # 400 x 400, radix 2 of N' = 10: 40 x 40 blocks
+    ([(4, 4)], (8, 8, 8), 0, 1, 1),           # radix 4 at place value 4: 32 x 32 blocks
 ]
 
 
@@ -210,11 +210,11 @@ def test_radix_layers_use_the_block_kernel_and_match_masked(case):
 
 def test_block_kernel_on_a_radix_channel_mask():
     from sparsetopo.topology import radix_net
-    cm = radix_net([(2, 2)], (4, 8, 1)).layers[0].T.tocsr()  # 32 out x 16 in channels
-    a, b = pair(cm, (16, 32, 3), True, torch.float64, seed=5, padding=1)
+    cm = radix_net([(2, 2)], (8, 16, 1)).layers[0].T.tocsr()  # 64 out x 32 in channels
+    a, b = pair(cm, (32, 64, 3), True, torch.float64, seed=5, padding=1)
     assert b.kernel_name().startswith("block")
     rng = np.random.default_rng(1)
-    x = torch.from_numpy(rng.standard_normal((2, 16, 6, 6)))
-    gy = torch.from_numpy(rng.standard_normal((2, 32, 6, 6)))
+    x = torch.from_numpy(rng.standard_normal((2, 32, 6, 6)))
+    gy = torch.from_numpy(rng.standard_normal((2, 64, 6, 6)))
     for ra, rb in zip(grads(a, x, gy), grads(b, x, gy)):
         torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-10)

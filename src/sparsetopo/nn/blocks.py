@@ -187,6 +187,8 @@ class BlockLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
                 plan: BlockPlan) -> torch.Tensor:
         xt = x.detach().t()
+        if not xt.is_contiguous():  # a row gather from a transposed view is far slower than a copy
+            xt = xt.contiguous()
         batch = xt.shape[1]
         G, bo, m, bi = plan.groups, plan.bo, plan.m, plan.bi
         xg = xt.index_select(0, plan.gather_cols).view(G, m * bi, batch)
@@ -208,6 +210,8 @@ class BlockLinear(torch.autograd.Function):
         plan: BlockPlan = ctx.plan
         G, bo, m, bi = plan.groups, plan.bo, plan.m, plan.bi
         gyt = gy.t()
+        if not gyt.is_contiguous():
+            gyt = gyt.contiguous()
         batch = gyt.shape[1]
         gyg = gyt.index_select(0, plan.row_perm).view(G, bo, batch)
         gx = gv = gb = None

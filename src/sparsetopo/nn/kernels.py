@@ -73,12 +73,35 @@ def _sddmm_rows(r0, r1, indptr, indices, gyt, xt, out):  # pragma: no cover - nu
     nb_ = xt.shape[1]
     for r in range(r0, r1):
         g = gyt[r]
-        for k in range(indptr[r], indptr[r + 1]):
-            x = xt[indices[k]]
-            s = g[0] * x[0]
+        k = indptr[r]
+        end = indptr[r + 1]
+        while k + 4 <= end:
+            x0 = xt[indices[k]]
+            x1 = xt[indices[k + 1]]
+            x2 = xt[indices[k + 2]]
+            x3 = xt[indices[k + 3]]
+            s0 = g[0] * x0[0]
+            s1 = g[0] * x1[0]
+            s2 = g[0] * x2[0]
+            s3 = g[0] * x3[0]
             for j in range(1, nb_):
-                s += g[j] * x[j]
-            out[k] = s
+                gj = g[j]
+                s0 += gj * x0[j]
+                s1 += gj * x1[j]
+                s2 += gj * x2[j]
+                s3 += gj * x3[j]
+            out[k] = s0
+            out[k + 1] = s1
+            out[k + 2] = s2
+            out[k + 3] = s3
+            k += 4
+        while k < end:
+            x0 = xt[indices[k]]
+            s0 = g[0] * x0[0]
+            for j in range(1, nb_):
+                s0 += g[j] * x0[j]
+            out[k] = s0
+            k += 1
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
