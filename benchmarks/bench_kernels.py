@@ -6,7 +6,8 @@ nnz, it times one forward + backward (output, input gradient, weight gradient) o
 * ``masked``: ``SparseLinear(backend="masked")``, the reference;
 * ``dense``:  plain ``F.linear`` on a pre-masked dense weight (no mask multiply: a harder baseline);
 * ``sparse``: ``SparseLinear(backend="sparse")`` (the RadiX mask runs the block kernel when it is detected);
-* ``auto``:   ``SparseLinear(backend="auto")``, which must stay within 10% of masked.
+* ``auto``:   the backend ``SparseLinear(backend="auto")`` picks (it runs that backend's code); it must stay
+  within 10% of masked.
 
 Methods are interleaved, every timing is repeated and the median is reported; all ratios come from one
 process on the same inputs. Prints a table and writes ``benchmarks/results/bench_kernels.json``.
@@ -111,6 +112,7 @@ def bench_case(n_in: int, n_out: int, batch: int, sparsity: float, kind: str, ma
     gy = torch.randn(batch, n_out)
     fns = {}
     layers = {}
+    auto_choice = SparseLinear(n_in, n_out, mask, backend="auto").backend
     for backend in ("masked", "sparse", "auto"):
         if backend in methods:
             torch.manual_seed(1)
@@ -122,6 +124,8 @@ def bench_case(n_in: int, n_out: int, batch: int, sparsity: float, kind: str, ma
         b = ref.bias.detach().clone().requires_grad_(True)
         fns["dense"] = dense_fwd_bwd(w, b, x, gy)
     ms = time_calls(fns, repeats)
+    if "auto" not in ms and auto_choice in ms:  # auto runs exactly the chosen backend's code
+        ms["auto"] = ms[auto_choice]
     nnz = int(mask.nnz)
     row = {"in": n_in, "out": n_out, "batch": batch, "sparsity": sparsity, "mask": kind, "nnz": nnz,
            "flop_bound": 1 / density, "ms": ms}
@@ -133,14 +137,43 @@ def bench_case(n_in: int, n_out: int, batch: int, sparsity: float, kind: str, ma
         row["ratio_sparse_vs_dense"] = ms["dense"] / ms["sparse"]
     if "sparse" in layers:
         row["kernel"] = layers["sparse"].kernel_name()
-    if "auto" in layers:
-        row["auto_backend"] = layers["auto"].backend
+    row["auto_backend"] = auto_choice
     flops = 3 * 2 * nnz * batch
     if "sparse" in ms:
         row["sparse_gflops"] = flops / ms["sparse"] / 1e6
     if "dense" in ms:
         row["dense_gflops"] = 3 * 2 * n_in * n_out * batch / ms["dense"] / 1e6
     return row
+
+
+CONV_CASES = [  # (in_ch, out_ch, kernel, input hw, channel density): LeNet-5's conv2 and its widenings
+    (6, 16, 5, 14, 0.5), (6, 160, 5, 14, 0.1), (6, 1600, 5, 14, 0.01), (16, 16, 5, 14, 0.5),
+    (64, 64, 3, 16, 0.1), (256, 256, 3, 8, 0.01),
+]
+
+
+def bench_conv(batch: int, repeats: int) -> list[dict]:
+    """SparseConv2d with Erdos-Renyi channel masks: masked (dense conv2d) vs sparse (unfold + CSR)."""
+    from sparsetopo.nn import SparseConv2d
+    rows = []
+    print(f"\nconv, batch {batch}: {'in':>4} {'out':>5} {'k':>2} {'hw':>3} {'density':>8} | {'masked':>8} "
+          f"{'sparse':>8} {'auto':>8} | {'x masked':>8} auto")
+    for cin, cout, k, hw, density in CONV_CASES:
+        cm = er_mask(cin, cout, density, seed=0)
+        torch.manual_seed(0)
+        x = torch.randn(batch, cin, hw, hw, requires_grad=True)
+        layers = {b: SparseConv2d(cin, cout, k, cm, padding=0, backend=b) for b in ("masked", "sparse", "auto")}
+        gy = torch.randn_like(layers["masked"](x))
+        ms = time_calls({b: fwd_bwd(layers[b], x, gy) for b in ("masked", "sparse")}, repeats)
+        ms["auto"] = ms[layers["auto"].backend]
+        row = {"in_ch": cin, "out_ch": cout, "kernel": k, "hw": hw, "density": density, "batch": batch,
+               "ms": ms, "ratio_sparse": ms["masked"] / ms["sparse"], "ratio_auto": ms["masked"] / ms["auto"],
+               "auto_backend": layers["auto"].backend, "kernel_path": layers["sparse"].kernel_name()}
+        rows.append(row)
+        print(f"{'':>16} {cin:>4} {cout:>5} {k:>2} {hw:>3} {density:>8} | {ms['masked']:>8.2f} "
+              f"{ms['sparse']:>8.2f} {ms['auto']:>8.2f} | {row['ratio_sparse']:>8.2f} {row['auto_backend']}",
+              flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 64,256)")
     p.add_argument("--sparsities", default=None, help="comma-separated sparsities (default: 0.5,0.9,0.99,0.999)")
     p.add_argument("--masks", default="er,radix", help="mask kinds to run: er, radix (default: both)")
-    p.add_argument("--methods", default="masked,dense,sparse,auto",
-                   help="methods to time (default: masked,dense,sparse,auto)")
+    p.add_argument("--methods", default="masked,dense,sparse",
+                   help="methods to time: masked, dense, sparse, auto (default: masked,dense,sparse; the auto "
+                        "column then reports the time of the backend auto picks, which runs the same code)")
     p.add_argument("--repeats", type=int, default=7, help="timed repetitions per method (median; default 7)")
     p.add_argument("--threads", type=int, default=None, help="torch/numba threads (default: torch's)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_kernels.json"),
@@ -160,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: elapsed time (default); cpu: CPU time of the calling thread "
                         "(only meaningful with --threads 1, where it is robust to other jobs sharing the machine)")
+    p.add_argument("--conv", action="store_true",
+                   help="also time SparseConv2d on LeNet-5-like channel masks (batch 100)")
+    p.add_argument("--conv-only", action="store_true", help="only the conv cases")
     args = p.parse_args(argv)
     global CLOCK
     CLOCK = time.perf_counter if args.clock == "wall" else time.thread_time
@@ -180,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     rows = []
+    if args.conv_only:
+        shapes = []
     hdr = (f"{'layer':>12} {'batch':>5} {'spars':>6} {'mask':>5} {'nnz':>9} | {'masked':>9} {'dense':>9} "
            f"{'sparse':>8} {'auto':>8} | {'x masked':>8} {'x dense':>7} {'bound':>6} {'GF/s':>5} kernel")
     print(hdr)
@@ -208,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
                           f"{row.get('ratio_sparse_vs_dense', float('nan')):>7.1f} {row['flop_bound']:>6.0f} "
                           f"{row.get('sparse_gflops', float('nan')):>5.1f} {row.get('kernel', '')}"
                           f"{' auto=' + row['auto_backend'] if 'auto_backend' in row else ''}", flush=True)
+    conv_rows = bench_conv(100, args.repeats) if (args.conv or args.conv_only) else []
     result = {
         "benchmark": "kernels", "command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
         "cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-        "repeats": args.repeats, "clock": args.clock, "rows": rows,
+        "repeats": args.repeats, "clock": args.clock, "rows": rows, "conv_rows": conv_rows,
     }
     atomic_write_json(args.out, result)
     print(f"\nwrote {args.out}; load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}")

@@ -184,8 +184,40 @@ def sparse_linear(layer, x: torch.Tensor) -> torch.Tensor:
     return y.reshape(*lead, plan.rows)
 
 
+class Im2ColT(torch.autograd.Function):
+    """Patches of ``x`` (n, c, h, w) as a feature-major ``(c*kh*kw, n*oh*ow)`` matrix, in one strided copy.
+
+    The backward folds the patch gradients back into the input (``F.fold``).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+        n, c, h, w = x.shape
+        kh, kw = kernel
+        ph, pw = padding
+        xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x.contiguous()
+        oh = (h + 2 * ph - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        ow = (w + 2 * pw - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        sn, sc, sh, sw = xp.stride()
+        patches = xp.as_strided((c, kh, kw, n, oh, ow),
+                                (sc, sh * dilation[0], sw * dilation[1], sn, sh * stride[0], sw * stride[1]))
+        ctx.geom = (n, c, h, w, kh, kw, oh, ow, ph, pw, stride, dilation)
+        return patches.reshape(c * kh * kw, n * oh * ow)
+
+    @staticmethod
+    def backward(ctx, gxt: torch.Tensor):
+        n, c, h, w, kh, kw, oh, ow, ph, pw, stride, dilation = ctx.geom
+        cols = gxt.reshape(c * kh * kw, n, oh * ow).permute(1, 0, 2)
+        gx = F.fold(cols, (h, w), (kh, kw), dilation=dilation, padding=(ph, pw), stride=stride)
+        return gx, None, None, None, None
+
+
 def sparse_conv2d(layer, x: torch.Tensor) -> torch.Tensor:
-    """Convolution as unfold + a sparse product over (out_ch, in_ch*kh*kw)."""
+    """Convolution as a sparse product over (out_ch, in_ch*kh*kw) on feature-major patches.
+
+    Only the connected (channel pair, kernel position) weights are multiplied.
+    """
     plan = layer_plan(layer)
     batched = x.dim() == 4
     if not batched:
@@ -194,10 +226,7 @@ def sparse_conv2d(layer, x: torch.Tensor) -> torch.Tensor:
     kh, kw = layer.kernel_size
     oh = (h + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
     ow = (w + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
-    cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
-                    stride=layer.stride)                      # (n, in*kk, L)
-    # feature-major (in*kk, n*L) input, handed to csr_linear as its transposed view
-    xt = cols.permute(1, 0, 2).reshape(plan.cols, n * oh * ow)
-    y = csr_linear(xt.t(), layer.weight_values, layer.bias, plan)   # (n*L, out)
+    xt = Im2ColT.apply(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    y = csr_linear(xt.t(), layer.weight_values, layer.bias, plan)   # (n*L, out), a transposed view
     y = y.t().reshape(plan.rows, n, oh * ow).permute(1, 0, 2).reshape(n, plan.rows, oh, ow)
     return y if batched else y.squeeze(0)
