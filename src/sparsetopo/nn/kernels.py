@@ -26,6 +26,8 @@ import torch
 _NO_PERM = np.zeros(0, dtype=np.int64)
 # Below this many multiply-adds per thread, extra threads cost more than they save.
 MIN_WORK_PER_THREAD = 1 << 18
+# Largest batch handled in one pass over the rows (see ``batch_tile``).
+MAX_TILE = 1024
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -33,75 +35,103 @@ _pool_lock = threading.Lock()
 
 
 @nb.njit(cache=True, fastmath=True, nogil=True)
-def _spmm_rows(r0, r1, indptr, indices, perm, use_perm, values, xt, bias, yt):  # pragma: no cover
+def _spmm_rows(r0, r1, tile, indptr, indices, perm, use_perm, values, xt, bias, yt):  # pragma: no cover
     nb_ = xt.shape[1]
-    for r in range(r0, r1):
-        acc = yt[r]
-        b = bias[r]
-        for j in range(nb_):
-            acc[j] = b
-        k = indptr[r]
-        end = indptr[r + 1]
-        while k + 4 <= end:
-            if use_perm:
-                w0 = values[perm[k]]
-                w1 = values[perm[k + 1]]
-                w2 = values[perm[k + 2]]
-                w3 = values[perm[k + 3]]
-            else:
-                w0 = values[k]
-                w1 = values[k + 1]
-                w2 = values[k + 2]
-                w3 = values[k + 3]
-            x0 = xt[indices[k]]
-            x1 = xt[indices[k + 1]]
-            x2 = xt[indices[k + 2]]
-            x3 = xt[indices[k + 3]]
-            for j in range(nb_):
-                acc[j] += w0 * x0[j] + w1 * x1[j] + w2 * x2[j] + w3 * x3[j]
-            k += 4
-        while k < end:
-            w = values[perm[k]] if use_perm else values[k]
-            x0 = xt[indices[k]]
-            for j in range(nb_):
-                acc[j] += w * x0[j]
-            k += 1
+    for t0 in range(0, nb_, tile):
+        t1 = min(t0 + tile, nb_)
+        for r in range(r0, r1):
+            acc = yt[r, t0:t1]
+            n = t1 - t0
+            b = bias[r]
+            for j in range(n):
+                acc[j] = b
+            k = indptr[r]
+            end = indptr[r + 1]
+            while k + 4 <= end:
+                if use_perm:
+                    w0 = values[perm[k]]
+                    w1 = values[perm[k + 1]]
+                    w2 = values[perm[k + 2]]
+                    w3 = values[perm[k + 3]]
+                else:
+                    w0 = values[k]
+                    w1 = values[k + 1]
+                    w2 = values[k + 2]
+                    w3 = values[k + 3]
+                x0 = xt[indices[k], t0:t1]
+                x1 = xt[indices[k + 1], t0:t1]
+                x2 = xt[indices[k + 2], t0:t1]
+                x3 = xt[indices[k + 3], t0:t1]
+                for j in range(n):
+                    acc[j] += w0 * x0[j] + w1 * x1[j] + w2 * x2[j] + w3 * x3[j]
+                k += 4
+            while k < end:
+                w = values[perm[k]] if use_perm else values[k]
+                x0 = xt[indices[k], t0:t1]
+                for j in range(n):
+                    acc[j] += w * x0[j]
+                k += 1
 
 
 @nb.njit(cache=True, fastmath=True, nogil=True)
-def _sddmm_rows(r0, r1, indptr, indices, gyt, xt, out):  # pragma: no cover - numba
+def _sddmm_rows(r0, r1, tile, indptr, indices, gyt, xt, out):  # pragma: no cover - numba
     nb_ = xt.shape[1]
-    for r in range(r0, r1):
-        g = gyt[r]
-        k = indptr[r]
-        end = indptr[r + 1]
-        while k + 4 <= end:
-            x0 = xt[indices[k]]
-            x1 = xt[indices[k + 1]]
-            x2 = xt[indices[k + 2]]
-            x3 = xt[indices[k + 3]]
-            s0 = g[0] * x0[0]
-            s1 = g[0] * x1[0]
-            s2 = g[0] * x2[0]
-            s3 = g[0] * x3[0]
-            for j in range(1, nb_):
-                gj = g[j]
-                s0 += gj * x0[j]
-                s1 += gj * x1[j]
-                s2 += gj * x2[j]
-                s3 += gj * x3[j]
-            out[k] = s0
-            out[k + 1] = s1
-            out[k + 2] = s2
-            out[k + 3] = s3
-            k += 4
-        while k < end:
-            x0 = xt[indices[k]]
-            s0 = g[0] * x0[0]
-            for j in range(1, nb_):
-                s0 += g[j] * x0[j]
-            out[k] = s0
-            k += 1
+    for t0 in range(0, nb_, tile):
+        t1 = min(t0 + tile, nb_)
+        n = t1 - t0
+        for r in range(r0, r1):
+            g = gyt[r, t0:t1]
+            k = indptr[r]
+            end = indptr[r + 1]
+            while k + 4 <= end:
+                x0 = xt[indices[k], t0:t1]
+                x1 = xt[indices[k + 1], t0:t1]
+                x2 = xt[indices[k + 2], t0:t1]
+                x3 = xt[indices[k + 3], t0:t1]
+                s0 = g[0] * x0[0]
+                s1 = g[0] * x1[0]
+                s2 = g[0] * x2[0]
+                s3 = g[0] * x3[0]
+                for j in range(1, n):
+                    gj = g[j]
+                    s0 += gj * x0[j]
+                    s1 += gj * x1[j]
+                    s2 += gj * x2[j]
+                    s3 += gj * x3[j]
+                if t0 == 0:
+                    out[k] = s0
+                    out[k + 1] = s1
+                    out[k + 2] = s2
+                    out[k + 3] = s3
+                else:
+                    out[k] += s0
+                    out[k + 1] += s1
+                    out[k + 2] += s2
+                    out[k + 3] += s3
+                k += 4
+            while k < end:
+                x0 = xt[indices[k], t0:t1]
+                s0 = g[0] * x0[0]
+                for j in range(1, n):
+                    s0 += g[j] * x0[j]
+                if t0 == 0:
+                    out[k] = s0
+                else:
+                    out[k] += s0
+                k += 1
+
+
+def batch_tile(batch: int) -> int:
+    """Batch columns per pass: all of them up to ``MAX_TILE``, else equal tiles of at most ``MAX_TILE``.
+
+    Tiling keeps the rows of the input that one pass reads in cache for large effective batches
+    (convolutions: batch x output pixels). It depends on the batch only, so results do not depend on
+    the thread count.
+    """
+    if batch <= MAX_TILE:
+        return max(batch, 1)
+    tiles = -(-batch // MAX_TILE)
+    return -(-batch // tiles)
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
@@ -154,8 +184,8 @@ def spmm(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, xt: np.nda
     if batch == 0 or rows == 0:
         return out
     ranges = row_ranges(indptr, batch, batch // 4)
-    _run(_spmm_rows, ranges, indptr, indices, perm if perm is not None else _NO_PERM, perm is not None,
-         values, xt, bias, out)
+    _run(_spmm_rows, ranges, batch_tile(batch), indptr, indices, perm if perm is not None else _NO_PERM,
+         perm is not None, values, xt, bias, out)
     return out
 
 
@@ -169,5 +199,6 @@ def sddmm(indptr: np.ndarray, indices: np.ndarray, gyt: np.ndarray, xt: np.ndarr
     if xt.shape[1] == 0:
         out[:] = 0
         return out
-    _run(_sddmm_rows, row_ranges(indptr, xt.shape[1]), indptr, indices, gyt, xt, out)
+    _run(_sddmm_rows, row_ranges(indptr, xt.shape[1]), batch_tile(xt.shape[1]), indptr, indices, gyt, xt,
+         out)
     return out

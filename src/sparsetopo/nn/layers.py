@@ -100,7 +100,7 @@ class _SparseLayer(nn.Module):
     def _resolve_backend(self, indptr: np.ndarray, requested: str) -> str:
         if requested != "auto":
             return requested
-        return auto_backend(self._rows, self._cols, int(indptr[-1]))
+        return auto_backend(self._rows, self._cols, int(indptr[-1]), conv=isinstance(self, SparseConv2d))
 
     def kernel_name(self) -> str:
         """The compute path in use: ``dense`` (masked), ``csr`` or ``block(BOxBI)`` (sparse)."""
@@ -435,15 +435,18 @@ class SparseConv2d(_SparseLayer):
 # ``auto`` chooses the sparse backend at or below this density and for layers big enough that the fixed
 # per-call cost of the sparse path does not matter (see docs/sparse-compute.md for the measurements).
 AUTO_MAX_DENSITY = 0.2
+# Convolutions compare against a direct dense convolution (no patch matrix), so they need more sparsity.
+AUTO_MAX_DENSITY_CONV = 0.05
 AUTO_MIN_WEIGHTS = 4096
 
 
-def auto_backend(rows: int, cols: int, nnz: int) -> str:
+def auto_backend(rows: int, cols: int, nnz: int, conv: bool = False) -> str:
     """The backend ``auto`` picks for a layer of this dense size and nnz."""
     total = rows * cols
     if total < AUTO_MIN_WEIGHTS:
         return "masked"
-    return "sparse" if nnz <= AUTO_MAX_DENSITY * total else "masked"
+    limit = AUTO_MAX_DENSITY_CONV if conv else AUTO_MAX_DENSITY
+    return "sparse" if nnz <= limit * total else "masked"
 
 
 def sparse_layers(model: nn.Module) -> list[tuple[str, _SparseLayer]]:
