@@ -53,6 +53,7 @@ LINEAR_CASES = [
     (1, 1, 1, "dense"), (7, 5, 1, "random"), (30, 20, 3, "holes"), (64, 33, 512, "tenth"),
     (300, 100, 100, "sparse"), (50, 40, 17, "empty"), (129, 65, 2, "dense"), (784, 300, 64, "tenth"),
     (200, 300, 256, "half"), (17, 1000, 5, "holes"), (1000, 3, 9, "sparse"), (5, 7, 130, "random"),
+    (9, 70, 2100, "random"),  # a batch above one pass of the kernels (tiled)
 ]
 
 
@@ -218,3 +219,14 @@ def test_block_kernel_on_a_radix_channel_mask():
     gy = torch.from_numpy(rng.standard_normal((2, 64, 6, 6)))
     for ra, rb in zip(grads(a, x, gy), grads(b, x, gy)):
         torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-10)
+
+
+def test_auto_picks_per_layer():
+    rng = np.random.default_rng(0)
+    assert SparseLinear(784, 300, make_mask(rng, 300, 784, "sparse"), backend="auto").backend == "sparse"
+    assert SparseLinear(784, 300, make_mask(rng, 300, 784, "half"), backend="auto").backend == "masked"
+    assert SparseLinear(10, 10, make_mask(rng, 10, 10, "tenth"), backend="auto").backend == "masked"  # tiny
+    assert SparseConv2d(64, 64, 3, make_mask(rng, 64, 64, "sparse"), backend="auto").backend == "sparse"
+    assert SparseConv2d(64, 64, 3, make_mask(rng, 64, 64, "tenth"), backend="auto").backend == "masked"
+    layer = SparseLinear(784, 300, make_mask(rng, 300, 784, "sparse"))  # auto is the default
+    assert layer.requested_backend == "auto" and layer.kernel_name() == "csr"
