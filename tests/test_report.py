@@ -83,7 +83,13 @@ def store_dir(tmp_path_factory) -> Path:
             0.961)
     add(store, f9, "neur", "train-9div", "train", {**base, "topology": "random", "scale": "neurons:0.5", "lr": 50.0},
         0.1, status="diverged")
-    for exp in (f7, f8, f9):
+    # learning-rate extension: the 99%-sparse network gains more from lr 0.5 than the dense one
+    lr = experiment("lr", "lr")
+    for scale, accs in ((None, (0.97, 0.975)), ("neurons:0.01", (0.80, 0.90))):
+        for rate, acc in zip((0.1, 0.5), accs):
+            params = {**base, "lr": rate, **({"topology": "random", "scale": scale} if scale else {})}
+            add(store, lr, "grid", f"train-lr-{scale}-{rate}", "train", params, acc)
+    for exp in (f7, f8, f9, lr):
         store.register_experiment(exp)
     store.close()
     return out
@@ -99,7 +105,7 @@ def report(store_dir, tmp_path_factory) -> Path:
 def test_report_writes_every_figure_table_and_the_page(report):
     page = (report / "index.md").read_text()
     for name in ("fig7_accuracy_vs_sparsity", "fig7_instability", "fig8_accuracy_over_time", "fig8_instability",
-                 "fig9_accuracy_vs_sparsity", "fig9_instability"):
+                 "fig9_accuracy_vs_sparsity", "fig9_instability", "lr_accuracy_vs_lr"):
         for ext in ("png", "svg"):
             path = report / "figures" / f"{name}.{ext}"
             assert path.stat().st_size > 1000, path
@@ -140,6 +146,8 @@ def test_plateaus_are_counted_and_findings_compared(report):
     assert "LeNet-300-100: retraining from scratch on the gradually pruned structure" in page
     line = next(l for l in page.splitlines() if "LeNet-300-100: retraining from scratch" in l)
     assert line.rstrip().endswith("| agrees |")
+    lr = next(l for l in page.splitlines() if l.startswith("| LR |"))
+    assert "dense: +0.50 points (best lr 0.5); 99% sparse: +10.00 points (best lr 0.5) | agrees |" in lr
     radix = next(l for l in page.splitlines() if "RadiX-Nets perform like random" in l)
     assert "RadiX 96.10%, random 96.00%" in radix and radix.rstrip().endswith("| agrees |")
 

@@ -132,13 +132,19 @@ class LocalBackend:
         return outcomes
 
     def close(self) -> None:
+        if not self.futures:  # the normal end: let the workers exit on their own
+            self.pool.shutdown(wait=True)
+            return
+        # Interrupted with runs in flight: stop them now rather than leave them running behind the user's back
+        # (each resumes from its checkpoint next time).
         processes = list((getattr(self.pool, "_processes", None) or {}).values())
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for proc in processes:  # do not leave a run going on behind the user's back
+        for proc in processes:
             if proc.is_alive():
                 proc.terminate()
         for proc in processes:
             proc.join(timeout=5)
+        self.futures.clear()
 
 
 class RayBackend:
