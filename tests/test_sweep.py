@@ -138,7 +138,8 @@ def test_a_dead_worker_is_replaced_and_its_run_retried_then_failed(tmp_path):
     with ResultsStore(out) as store:
         (failed,) = [r for r in store.runs() if r["status"] == "failed"]
         assert "worker process running it died (2 times)" in failed["error"]
-    assert calls(out).count(failed["id"]) == 2
+    # it died twice on its own (plus, maybe, once beside another run, which does not count against it)
+    assert calls(out).count(failed["id"]) in (2, 3)
 
 
 def test_sigkill_mid_sweep_then_rerun_gives_every_run_exactly_once(tmp_path):

@@ -61,6 +61,8 @@ class SweepResult:
 
 
 class Backend(Protocol):
+    def accepts(self) -> bool: ...
+
     def submit(self, task: dict[str, Any]) -> None: ...
 
     def poll(self, timeout: float) -> list[dict[str, Any]]: ...
@@ -79,8 +81,10 @@ def _lost(task: dict[str, Any], why: str) -> dict[str, Any]:
 class LocalBackend:
     """``jobs`` worker processes (spawned, so no state is shared) that each run one task at a time.
 
-    A worker that dies (killed, out of memory) breaks the pool: a fresh pool takes over and the runs that
-    were in flight are resubmitted, resuming from their checkpoints, up to ``max_retries`` times each.
+    A worker that dies (killed, out of memory) breaks the pool, and every run in flight is lost with it. A
+    fresh pool takes over; the lost runs are then retried one at a time, so that a run that kills its worker
+    again is known to be the culprit: it is retried up to ``max_retries`` times (resuming from its
+    checkpoint) and then recorded as failed, while the runs that were only caught in the crash go on.
     """
 
     def __init__(self, jobs: int, max_retries: int = 2) -> None:
@@ -90,45 +94,56 @@ class LocalBackend:
         self.pool = self._new_pool()
         self.futures: dict[cf.Future, dict[str, Any]] = {}
         self.retries: dict[str, int] = {}
+        self.suspects: list[dict[str, Any]] = []  # lost in a crash with others: retried alone
+        self.isolating = False
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=self.ctx, initializer=init_local_worker,
                                       initargs=(os.getpid(),))
 
+    def accepts(self) -> bool:
+        return not self.isolating and len(self.futures) < self.jobs
+
     def submit(self, task: dict[str, Any]) -> None:
         self.futures[self.pool.submit(execute, task)] = task
 
     def in_flight(self) -> int:
-        return len(self.futures)
+        return len(self.futures) + len(self.suspects)
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
-        if not self.futures:
-            return []
-        done, _ = cf.wait(list(self.futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
         outcomes: list[dict[str, Any]] = []
-        lost: list[dict[str, Any]] = []
-        for fut in done:
-            task = self.futures.pop(fut)
-            try:
-                outcomes.append(fut.result())
-            except BrokenProcessPool:
-                lost.append(task)
-            except Exception as exc:  # pickling problems and the like
-                outcomes.append(_lost(task, f"{type(exc).__name__}: {exc}"))
-        if lost:
-            # A worker died: every task of the broken pool is lost. Resubmit them to a fresh pool, where
-            # they resume from their checkpoints.
-            lost.extend(self.futures.values())
-            self.futures.clear()
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._new_pool()
-            for task in lost:
-                n = self.retries.get(task["run_id"], 0) + 1
-                self.retries[task["run_id"]] = n
-                if n > self.max_retries:
-                    outcomes.append(_lost(task, f"the worker process running it died ({n} times)"))
+        if self.futures:
+            done, _ = cf.wait(list(self.futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
+            lost: list[dict[str, Any]] = []
+            for fut in done:
+                task = self.futures.pop(fut)
+                try:
+                    outcomes.append(fut.result())
+                except BrokenProcessPool:
+                    lost.append(task)
+                except Exception as exc:  # pickling problems and the like
+                    outcomes.append(_lost(task, f"{type(exc).__name__}: {exc}"))
+            if lost:
+                lost.extend(self.futures.values())
+                self.futures.clear()
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = self._new_pool()
+                if len(lost) == 1:  # it died alone: it is the culprit
+                    task = lost[0]
+                    n = self.retries.get(task["run_id"], 0) + 1
+                    self.retries[task["run_id"]] = n
+                    if n > self.max_retries:
+                        outcomes.append(_lost(task, f"the worker process running it died ({n} times)"))
+                    else:
+                        self.submit(task)
                 else:
-                    self.submit(task)
+                    self.suspects.extend(lost)
+        if not self.futures:
+            if self.suspects:
+                self.isolating = True
+                self.submit(self.suspects.pop(0))
+            else:
+                self.isolating = False
         return outcomes
 
     def close(self) -> None:
@@ -169,10 +184,14 @@ class RayBackend:
         self.remote = ray.remote(execute).options(num_cpus=threads, max_retries=max_retries,
                                                   retry_exceptions=False)
         self.refs: dict[Any, dict[str, Any]] = {}
+        self.jobs = 1
 
     def capacity(self, threads: int) -> int:
         cpus = int(self.ray.cluster_resources().get("CPU", 1))
         return max(1, cpus // max(1, threads))
+
+    def accepts(self) -> bool:
+        return len(self.refs) < self.jobs
 
     def submit(self, task: dict[str, Any]) -> None:
         self.refs[self.remote.remote(task)] = task
@@ -260,6 +279,7 @@ def run_sweep(experiments: Iterable[Experiment], out: str | Path, *, jobs: int |
             threads = threads or 1
             ray_backend = RayBackend(ray_address, threads, max_retries=max_retries)
             jobs = jobs or ray_backend.capacity(threads)
+            ray_backend.jobs = jobs
             runner: Backend = ray_backend
         else:
             jobs = jobs or available_cores()
@@ -289,7 +309,7 @@ def run_sweep(experiments: Iterable[Experiment], out: str | Path, *, jobs: int |
                         finished += 1
                         bar.update(1)
                         continue
-                    if runner.in_flight() >= jobs:
+                    if not runner.accepts():
                         continue
                     if all(state.get(d) == "completed" for d in spec.deps):
                         runner.submit(make_task(spec.id, spec.command, spec.params, runs_dir, run_fn=run_fn,
@@ -339,6 +359,9 @@ def run_sweep(experiments: Iterable[Experiment], out: str | Path, *, jobs: int |
 
 class _NoBackend:
     """Nothing to run: no worker processes are started."""
+
+    def accepts(self) -> bool:  # pragma: no cover - never asked
+        return False
 
     def submit(self, task: dict[str, Any]) -> None:  # pragma: no cover - never called
         raise AssertionError("nothing to submit")
