@@ -7,6 +7,7 @@ plus ``topology.npz``: the pruned structure of every weight layer, for ``train -
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import time
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from sparsetopo.errors import ConfigError, UserError
-from sparsetopo.fileio import atomic_path
+from sparsetopo.fileio import atomic_path, atomic_write_text
 from sparsetopo.models import instantiate
 from sparsetopo.models.lenet import ModelArch
 from sparsetopo.models.sparse import Network
@@ -28,7 +29,7 @@ from sparsetopo.pruning.magnitude import layer_sparsity, magnitude_masks
 from sparsetopo.topology import Topology
 from sparsetopo.training import rundir
 from sparsetopo.training.hparams import TRAIN_GROUPS, build, canonical, collect, load_toml
-from sparsetopo.training.loop import CHECKPOINT, METRICS, LoopResult, _write_metrics, evaluate
+from sparsetopo.training.loop import CHECKPOINT, METRICS, LoopResult, evaluate
 from sparsetopo.training.rewind import dense_state
 from sparsetopo.training.run import (RunOptions, build_network, cached_dataset, check_init, execute,
                                      network_for, summarise)
@@ -222,7 +223,7 @@ def run_oneshot(groups: list[Any], options: RunOptions, given: set[str] | None =
             shutil.copyfile(snap, tmp)
     with atomic_path(out / CHECKPOINT) as tmp:
         torch.save({"step": 0, "model": pruned.state_dict(), "metrics": metrics}, tmp)
-    _write_metrics(out / METRICS, metrics)
+    atomic_write_text(out / METRICS, "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
     save_topology(pruned, network.arch, out / TOPOLOGY, _meta(ph, network.arch, names, run_id, test_acc))
 
     result = LoopResult("completed", 0, metrics, time.perf_counter() - started)
