@@ -262,3 +262,39 @@ def test_store_adds_new_columns_to_an_older_store_and_estimates_from_cpu_time(tm
     # 4 dense runs of lenet5 at 0.2 CPU s per step (from cpu_seconds, not wall) = 800 s; the rest unknown
     assert "20 distinct runs, 12,000 training steps" in text
     assert "0.22 CPU-hours" in text and "no timing for" in text
+
+
+def test_reproduce_sweeps_the_shipped_files_and_writes_the_report(tmp_path, monkeypatch, capsys):
+    from sparsetopo.cli import main
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "fig7.toml").write_text(textwrap.dedent(EXP.replace("lr = [0.1, 100.0], seed = [0, 1]",
+                                                                   "lr = [0.1], seed = [0, 1]")))
+    (shipped / "fig9.toml").write_text(textwrap.dedent("""
+        [experiment]
+        name = "fig9"
+        kind = "fig9"
+        [fixed]
+        steps = 40
+        [stages.grid]
+        command = "train"
+        axes = { scale = ["neurons:0.5", "neurons:0.1"], topology = ["random"], seed = [0, 1] }
+        [profiles.paper]
+        [profiles.smoke]
+        fixed = { steps = 20 }
+        """))
+    monkeypatch.setenv("SPARSETOPO_EXPERIMENTS", str(shipped))
+    out = tmp_path / "out"
+    assert main(["reproduce", "fig10", "--out", str(out)]) == 2
+    assert "choose all or one of: fig7, fig9" in capsys.readouterr().err
+    assert main(["reproduce", "all", "--profile", "smoke", "--out", str(out)]) == 2  # fig7 has no smoke profile
+    assert "profile 'smoke' is not declared" in capsys.readouterr().err and not out.exists()
+    assert main(["reproduce", "all", "--profile", "paper", "--jobs", "2", "--run-fn", FAKE, "--out", str(out)]) == 0
+    page = (out / "report" / "index.md").read_text()
+    assert "## mini" in page or "mini" in page
+    assert (out / "report" / "figures" / "fig9_accuracy_vs_sparsity.svg").exists()
+    assert (out / "report" / "figures" / "mini_accuracy_vs_sparsity.png").exists()
+    with ResultsStore(out) as store:
+        assert {e["name"] for e in store.experiments()} == {"mini", "fig9"}
+        assert store.count() == 2 + 4 + 4 + 4
