@@ -230,3 +230,20 @@ def test_auto_picks_per_layer():
     assert SparseConv2d(64, 64, 3, make_mask(rng, 64, 64, "tenth"), backend="auto").backend == "masked"
     layer = SparseLinear(784, 300, make_mask(rng, 300, 784, "sparse"))  # auto is the default
     assert layer.requested_backend == "auto" and layer.kernel_name() == "csr"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_kernels_work_in_a_forked_child():
+    # (torch's own OpenMP ops can hang in a forked child; the kernels' thread pool must not)
+    import multiprocessing as mp
+    from sparsetopo.nn import kernels
+    from sparsetopo.nn.structure import _dense_to_csr
+    rng = np.random.default_rng(0)
+    ip, ix = _dense_to_csr(rng.random((400, 400)) < 0.2)
+    vals = rng.standard_normal(ix.size).astype(np.float32)
+    xt = rng.standard_normal((400, 512)).astype(np.float32)
+    assert len(kernels.row_ranges(ip, 512)) == min(2, torch.get_num_threads())
+    expected = kernels.spmm(ip, ix, vals, xt)  # starts the kernel thread pool in the parent
+    with mp.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(kernels.spmm, (ip, ix, vals, xt)).get(timeout=60)
+    assert np.array_equal(got, expected)

@@ -16,6 +16,7 @@ layer is not used: its OpenMP worker threads spin beside torch's and, on a busy 
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +32,7 @@ MAX_TILE = 1024
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
@@ -135,13 +137,15 @@ def batch_tile(batch: int) -> int:
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
+    global _pool, _pool_size, _pool_pid
     with _pool_lock:
-        if _pool is None or _pool_size < workers:
-            if _pool is not None:
+        if _pool is None or _pool_size < workers or _pool_pid != os.getpid():
+            if _pool is not None and _pool_pid == os.getpid():
                 _pool.shutdown(wait=False)
+            # a pool inherited through fork has no threads in the child: start a new one there
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsetopo-kernel")
             _pool_size = workers
+            _pool_pid = os.getpid()
         return _pool
 
 
