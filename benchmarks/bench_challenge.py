@@ -17,7 +17,6 @@ Prints a table and writes benchmarks/results/challenge.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -84,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         n_ref = args.reference_inputs or (n_in if n_layers <= 120 else min(n_in, 6000))
         ref_inputs = inputs[:n_ref]
         methods = {
-            "numba 1T": (lambda: infer(net, inputs, threads=1), n_in, 1),
-            f"numba {most}T": (lambda: infer(net, inputs, threads=most), n_in, most),
-            "scipy 1T": (lambda: reference_infer(ref_inputs, net), n_ref, 1),
+            "numba 1T": (lambda net=net: infer(net, inputs, threads=1), n_in, 1),
+            f"numba {most}T": (lambda net=net: infer(net, inputs, threads=most), n_in, most),
+            "scipy 1T": (lambda net=net, x=ref_inputs: reference_infer(x, net), n_ref, 1),
         }
         if n_ref != n_in:
-            methods["numba 1T (ref)"] = (lambda: infer(net, ref_inputs, threads=1), n_ref, 1)
+            methods["numba 1T (ref)"] = (lambda net=net, x=ref_inputs: infer(net, x, threads=1), n_ref, 1)
         times: dict[str, list[float]] = {m: [] for m in methods}
         cpu: dict[str, list[float]] = {m: [] for m in methods}
         outcome: dict[str, np.ndarray] = {}

@@ -34,7 +34,7 @@ def test_generator_first_six_layers_are_the_radix_net() -> None:
         # a permuted copy of RadiX layer l mod 6: as many connected components as its place value
         assert _components(layer) == 2 ** (l % 6)
     assert (layers[6] != radix.layers[0]).nnz > 0
-    assert all((a != b).nnz == 0 for a, b in zip(layers, generate_layers(1024, 14, seed=5)))
+    assert all((a != b).nnz == 0 for a, b in zip(layers, generate_layers(1024, 14, seed=5), strict=True))
     assert (generate_layers(1024, 7, seed=6)[6] != layers[6]).nnz > 0
 
 

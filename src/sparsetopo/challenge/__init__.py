@@ -28,4 +28,5 @@ __all__ = [
     "images_to_inputs", "infer", "inputs_path", "load_inputs_file", "load_network", "load_truth",
     "mnist_inputs", "rate", "read_inputs", "read_truth", "read_weights", "reference_infer", "run_backend",
     "truth_path", "weight_paths", "write_inputs", "write_mnist_inputs", "write_network", "write_truth",
+    "write_weights",
 ]

@@ -355,7 +355,7 @@ def infer(
     elif batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
     batch = max(1, min(batch, n_in))
-    pull_min = max(1, int(math.ceil(pull_fraction * n)))
+    pull_min = max(1, math.ceil(pull_fraction * n))
 
     layer_bytes = network.idx[0].nbytes + network.tidx[0].nbytes
     if network.values is not None:

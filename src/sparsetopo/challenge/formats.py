@@ -184,7 +184,7 @@ def _format_values(vals: np.ndarray) -> np.ndarray:
 
 def _write_triples(path: PathLike, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
     texts = _format_values(np.asarray(vals, dtype=np.float64))
-    lines = [f"{r}\t{c}\t{t}\n" for r, c, t in zip((rows + 1).tolist(), (cols + 1).tolist(), texts.tolist())]
+    lines = [f"{r}\t{c}\t{t}\n" for r, c, t in zip((rows + 1).tolist(), (cols + 1).tolist(), texts.tolist(), strict=True)]
     payload = "".join(lines).encode("ascii")
     p = Path(path)
     if p.suffix == ".gz":

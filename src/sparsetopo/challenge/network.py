@@ -16,7 +16,8 @@ nothing. When every weight of a layer is the same value (as in the challenge, 1/
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -118,7 +119,7 @@ class ChallengeNetwork:
     def layers(self) -> list[sp.csr_array]:
         return [self.layer(l) for l in range(self.n_layers)]
 
-    def subset(self, n_layers: int) -> "ChallengeNetwork":
+    def subset(self, n_layers: int) -> ChallengeNetwork:
         """The first ``n_layers`` layers (views, no copy)."""
         if not 1 <= n_layers <= self.n_layers:
             raise ConfigError(f"layer count {n_layers} must be in 1..{self.n_layers}")
@@ -134,7 +135,7 @@ class ChallengeNetwork:
     @classmethod
     def from_layers(
         cls, layers: Sequence[Any], bias: float, *, ymax: float = YMAX, meta: dict[str, Any] | None = None,
-    ) -> "ChallengeNetwork":
+    ) -> ChallengeNetwork:
         """Build from square sparse matrices (input x output); boolean layers get weight 1/16."""
         if len(layers) == 0:
             raise ConfigError("a network needs at least one layer")

@@ -18,7 +18,8 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -244,9 +245,8 @@ def _build_network_cache(paths: Sequence[Path], folder: Path, key: str, n: int, 
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr, allow_pickle=False)
 
 
 def load_inputs_file(path: PathLike, neurons: int, *, n_inputs: int | None = None,
@@ -268,9 +268,8 @@ def load_inputs_file(path: PathLike, neurons: int, *, n_inputs: int | None = Non
 
 
 def save_csr(path: Path, mat: sp.csr_array) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, data=mat.data, indices=mat.indices, indptr=mat.indptr, shape=np.array(mat.shape))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, data=mat.data, indices=mat.indices, indptr=mat.indptr, shape=np.array(mat.shape))
 
 
 def load_csr(path: Path) -> sp.csr_array | None:
