@@ -259,9 +259,12 @@ def test_store_adds_new_columns_to_an_older_store_and_estimates_from_cpu_time(tm
 
     path, _ = experiment(tmp_path, EXP.replace("[fixed]\nsteps = 40", '[fixed]\nsteps = 1000\nmodel = "lenet5"'))
     text = describe_plan([load_experiment(path, "paper")], tmp_path)
-    # 4 dense runs of lenet5 at 0.2 CPU s per step (from cpu_seconds, not wall) = 800 s; the rest unknown
+    # 4 dense runs of lenet5 at 0.2 CPU s per step (from cpu_seconds, not wall) = 800 s, and 8 retraining runs
+    # on pruned topologies costed like them = 1600 s; no timing for one-shot pruning
     assert "20 distinct runs, 12,000 training steps" in text
-    assert "0.22 CPU-hours" in text and "no timing for" in text
+    assert "0.67 CPU-hours" in text
+    assert "extrapolated from other widths for: lenet5/mnist/file (8 runs)" in text
+    assert "no timing for (left out): lenet5/mnist/dense/one-shot (8 runs)" in text
 
 
 def test_reproduce_sweeps_the_shipped_files_and_writes_the_report(tmp_path, monkeypatch, capsys):

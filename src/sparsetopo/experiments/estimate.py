@@ -40,6 +40,44 @@ def cost_key(command: str, params: dict[str, Any]) -> tuple:
             topo, method == "oneshot", _get(command, params, "backend"))
 
 
+def _scale_k(scale: Any) -> tuple[str, float]:
+    """('connections', K) or ('neurons', F); no scale is connections:1."""
+    if isinstance(scale, str) and ":" in scale:
+        kind, _, value = scale.partition(":")
+        try:
+            return kind, float(value)
+        except ValueError:
+            pass
+    return "connections", 1.0
+
+
+def fallback(key: tuple, known: dict[tuple, float]) -> float | None:
+    """A cost for a key without timings, from runs of the same model, dataset and kind: fixed-neuron runs
+    cost what the nearest measured density costs (masked layers keep their dense shapes); fixed-connection
+    runs are extrapolated linearly in K from the measured widths (dense counts as K = 1)."""
+    model, dataset, scale, _, oneshot, backend = key
+    kind, value = _scale_k(scale)
+    same = [(_scale_k(k[2]), c) for k, c in known.items()
+            if (k[0], k[1], k[4], k[5]) == (model, dataset, oneshot, backend)]
+    if not same:
+        return None
+    if kind == "neurons":
+        pts = [(v, c) for (kd, v), c in same if kd == "neurons"] or [(1.0, c) for (kd, v), c in same if v == 1.0]
+        return min(pts, key=lambda p: abs(p[0] - value))[1] if pts else None
+    per_k: dict[float, list[float]] = defaultdict(list)
+    for (kd, v), c in same:
+        if kd == "connections":
+            per_k[v].append(c)
+    pts = sorted((v, statistics.median(cs)) for v, cs in per_k.items())
+    if not pts:
+        return None
+    if len(pts) == 1:
+        return pts[0][1] * value / pts[0][0]
+    (k1, c1), (k2, c2) = pts[-2], pts[-1]
+    slope = max((c2 - c1) / (k2 - k1), 0.0)
+    return c2 + slope * (value - k2)
+
+
 def timings(results_dir: str | Path) -> dict[tuple, float]:
     """CPU seconds per step (per run for one-shot pruning) by cost key, medians over finished runs.
 
@@ -75,21 +113,28 @@ def describe_plan(experiments: Iterable[Experiment], out: str | Path,
                      + ", ".join(f"{s} {n}" for s, n in stages.items()))
     known = timings(estimate_from or out)
     total_steps = sum(budget_steps(s.command, s.params) for s in specs)
-    seconds, unknown = 0.0, Counter()
+    seconds, unknown, guessed = 0.0, Counter(), Counter()
     for s in specs:
         key = cost_key(s.command, s.params)
-        if key in known:
+        name = f"{key[0]}/{key[1]}" + (f"/{key[2]}" if key[2] else "") + f"/{key[3]}" + ("/one-shot" if key[4] else "")
+        cost = known.get(key)
+        if cost is None:
+            cost = fallback(key, known)
+            (guessed if cost is not None else unknown)[name] += 1
+        if cost is not None:
             steps = budget_steps(s.command, s.params)
-            seconds += known[key] * steps if steps else known[key]
-        else:
-            unknown[f"{key[0]}/{key[1]}" + (f"/{key[2]}" if key[2] else "") + f"/{key[3]}"] += 1
+            seconds += cost * steps if steps else cost
     lines.append(f"{len(specs)} distinct runs, {total_steps:,} training steps in all")
     cores = available_cores()
     if known:
         lines.append(f"estimated compute from the timings in {estimate_from or out}: {seconds / 3600:.2f} CPU-hours"
                      f" (~{seconds / cores / 3600:.2f} h of wall time on {cores} such cores, if nothing else runs)")
+        if guessed:
+            lines.append("extrapolated from other widths for: "
+                         + ", ".join(f"{k} ({n} runs)" for k, n in sorted(guessed.items())))
         if unknown:
-            lines.append("no timing for: " + ", ".join(f"{k} ({n} runs)" for k, n in sorted(unknown.items())))
+            lines.append("no timing for (left out): "
+                         + ", ".join(f"{k} ({n} runs)" for k, n in sorted(unknown.items())))
     else:
         lines.append("no finished runs to estimate from (use --estimate-from DIR with the results of a smaller sweep)")
     return "\n".join(lines)
