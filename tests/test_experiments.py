@@ -193,3 +193,22 @@ def test_shipped_fig9_covers_the_papers_grid():
             assert (model, dataset, f"neurons:{f}", "random") in seen
     assert ("lenet300", "mnist", "neurons:0.1", "radix") in seen
     assert ("lenet300", "mnist", "connections:10", "radix") in seen
+
+
+def test_cost_estimates_fit_fixed_and_per_step_costs_and_interpolate_widths(tmp_path):
+    from sparsetopo.experiments.estimate import cost_key, fallback, timings
+    from sparsetopo.experiments.store import ResultsStore
+
+    dense = {"model": "lenet5", "dataset": "mnist"}
+    wide = {**dense, "topology": "random", "scale": "connections:10"}
+    with ResultsStore(tmp_path) as store:
+        for i, (params, steps, cpu) in enumerate([(dense, 100, 10.0), (dense, 400, 25.0), (wide, 100, 60.0)]):
+            store.record_run(f"train-{i}", "train", {**params, "steps": steps}, "completed",
+                             summary={"wall_seconds": 1.0}, cpu_seconds=cpu)
+    known = timings(tmp_path)
+    assert known[cost_key("train", dense)] == pytest.approx((5.0, 0.05))  # 5 s per run + 0.05 s per step
+    assert known[cost_key("train", wide)] == pytest.approx((0.0, 0.6))   # one length: cost per step
+    four = fallback(cost_key("train", {**wide, "scale": "connections:4"}), known)
+    assert four[1] == pytest.approx(0.05 + (0.6 - 0.05) * 3 / 9)
+    assert fallback(cost_key("train", {**wide, "scale": "neurons:0.1"}), known) == pytest.approx((5.0, 0.05))
+    assert fallback(cost_key("train", {**dense, "dataset": "cifar10"}), known) is None

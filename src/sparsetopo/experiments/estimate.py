@@ -51,10 +51,14 @@ def _scale_k(scale: Any) -> tuple[str, float]:
     return "connections", 1.0
 
 
-def fallback(key: tuple, known: dict[tuple, float]) -> float | None:
+Cost = tuple[float, float]  # (CPU seconds per run, CPU seconds per training step)
+
+
+def fallback(key: tuple, known: dict[tuple, Cost]) -> Cost | None:
     """A cost for a key without timings, from runs of the same model, dataset and kind: fixed-neuron runs
     cost what the nearest measured density costs (masked layers keep their dense shapes); fixed-connection
-    runs are extrapolated linearly in K from the measured widths (dense counts as K = 1)."""
+    runs are interpolated (or extrapolated) linearly in K from the measured widths, dense counting as
+    K = 1 (a run on a pruned topology costs what the dense network costs)."""
     model, dataset, scale, _, oneshot, backend = key
     kind, value = _scale_k(scale)
     same = [(_scale_k(k[2]), c) for k, c in known.items()
@@ -64,22 +68,30 @@ def fallback(key: tuple, known: dict[tuple, float]) -> float | None:
     if kind == "neurons":
         pts = [(v, c) for (kd, v), c in same if kd == "neurons"] or [(1.0, c) for (kd, v), c in same if v == 1.0]
         return min(pts, key=lambda p: abs(p[0] - value))[1] if pts else None
-    per_k: dict[float, list[float]] = defaultdict(list)
+    per_k: dict[float, list[Cost]] = defaultdict(list)
     for (kd, v), c in same:
         if kd == "connections":
             per_k[v].append(c)
-    pts = sorted((v, statistics.median(cs)) for v, cs in per_k.items())
+    pts = sorted((v, (statistics.median(c[0] for c in cs), statistics.median(c[1] for c in cs)))
+                 for v, cs in per_k.items())
     if not pts:
         return None
-    if len(pts) == 1:
-        return pts[0][1] * value / pts[0][0]
-    (k1, c1), (k2, c2) = pts[-2], pts[-1]
-    slope = max((c2 - c1) / (k2 - k1), 0.0)
-    return c2 + slope * (value - k2)
+    ks = [k for k, _ in pts]
+    if value in ks:
+        return pts[ks.index(value)][1]
+    if len(pts) == 1 or value < ks[0]:
+        k0, (f0, r0) = pts[0]
+        return f0, r0 * value / k0
+    lo = max(i for i, k in enumerate(ks) if k < value) if value < ks[-1] else len(ks) - 2
+    (k1, (f1, r1)), (k2, (f2, r2)) = pts[lo], pts[lo + 1]
+    rate = r1 + (r2 - r1) * (value - k1) / (k2 - k1)
+    return (f1 if abs(value - k1) < abs(value - k2) else f2), max(rate, min(r1, r2))
 
 
-def timings(results_dir: str | Path) -> dict[tuple, float]:
-    """CPU seconds per step (per run for one-shot pruning) by cost key, medians over finished runs.
+def timings(results_dir: str | Path) -> dict[tuple, Cost]:
+    """(CPU seconds per run, CPU seconds per step) by cost key, fitted over finished runs: a straight line
+    through (steps, CPU seconds) where runs of several lengths exist (so loading the data, building the
+    model and the final evaluation are not charged per step), else the cost per step of the runs.
 
     CPU time (all threads of the run's process) measures the work whatever else the machine was doing;
     runs recorded without it fall back to their wall time."""
@@ -91,15 +103,34 @@ def timings(results_dir: str | Path) -> dict[tuple, float]:
         rows = store.runs()
     finally:
         store.close()
-    per: dict[tuple, list[float]] = defaultdict(list)
+    per: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
         cost = r.get("cpu_seconds") or r["wall_seconds"]
         if r["status"] not in DONE or not cost:
             continue
-        key = cost_key(r["command"], r["hparams"])
-        steps = budget_steps(r["command"], r["hparams"])
-        per[key].append(cost / steps if steps else cost)
-    return {k: statistics.median(v) for k, v in per.items()}
+        per[cost_key(r["command"], r["hparams"])].append((budget_steps(r["command"], r["hparams"]), cost))
+    out: dict[tuple, Cost] = {}
+    for key, pts in per.items():
+        steps = [p[0] for p in pts]
+        if not any(steps):
+            out[key] = (statistics.median(p[1] for p in pts), 0.0)
+            continue
+        if len(set(steps)) > 1:
+            slope, intercept = _line(pts)
+            if slope > 0:
+                out[key] = (max(intercept, 0.0), slope)
+                continue
+        out[key] = (0.0, statistics.median(c / n for n, c in pts if n))
+    return out
+
+
+def _line(pts: list[tuple[int, float]]) -> tuple[float, float]:
+    n = len(pts)
+    mx = sum(p[0] for p in pts) / n
+    my = sum(p[1] for p in pts) / n
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    slope = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+    return slope, my - slope * mx
 
 
 def describe_plan(experiments: Iterable[Experiment], out: str | Path,
@@ -122,8 +153,7 @@ def describe_plan(experiments: Iterable[Experiment], out: str | Path,
             cost = fallback(key, known)
             (guessed if cost is not None else unknown)[name] += 1
         if cost is not None:
-            steps = budget_steps(s.command, s.params)
-            seconds += cost * steps if steps else cost
+            seconds += cost[0] + cost[1] * budget_steps(s.command, s.params)
     lines.append(f"{len(specs)} distinct runs, {total_steps:,} training steps in all")
     cores = available_cores()
     if known:

@@ -90,8 +90,9 @@ def fig7(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -
     table = Table(f"{exp['name']}_accuracy", f"{sec.title}: test accuracy (%)",
                   ["model", "method", "sparsity"] + extra + ["after pruning", "retrained (final)", "retrained (best)"],
                   note="mean ± std over seeds (n runs). 'after pruning': the pruned network's test accuracy "
-                       "before any retraining (one-shot) or at the end of gradual pruning; 'retrained': a new "
-                       "network trained from scratch on the pruned structure.")
+                       "before any retraining (one-shot) or at the end of gradual pruning (the dense row: the "
+                       "unpruned network, sparsity 0); 'retrained': a new network trained from scratch on the "
+                       "pruned structure.")
     summary: dict[tuple, dict[str, Stat]] = {}
     fig, axes = F.panel_grid(max(1, len(models)), ncols=min(2, max(1, len(models))), size=(5.0, 3.6))
     for ax, (model, dataset) in zip(axes, models):
