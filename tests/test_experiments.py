@@ -212,3 +212,10 @@ def test_cost_estimates_fit_fixed_and_per_step_costs_and_interpolate_widths(tmp_
     assert four[1] == pytest.approx(0.05 + (0.6 - 0.05) * 3 / 9)
     assert fallback(cost_key("train", {**wide, "scale": "neurons:0.1"}), known) == pytest.approx((5.0, 0.05))
     assert fallback(cost_key("train", {**dense, "dataset": "cifar10"}), known) is None
+    # CIFAR-10 measured dense only: widened as LeNet-5 widens on MNIST (x12 per step here)
+    with ResultsStore(tmp_path) as store:
+        store.record_run("train-c", "train", {**dense, "dataset": "cifar10", "steps": 100}, "completed",
+                         summary={"wall_seconds": 1.0}, cpu_seconds=8.0)
+    known = timings(tmp_path)
+    wide_cifar = fallback(cost_key("train", {**wide, "dataset": "cifar10"}), known)
+    assert wide_cifar[1] == pytest.approx(0.08 * 0.6 / 0.05)

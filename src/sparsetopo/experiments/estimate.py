@@ -79,6 +79,14 @@ def fallback(key: tuple, known: dict[tuple, Cost]) -> Cost | None:
     ks = [k for k, _ in pts]
     if value in ks:
         return pts[ks.index(value)][1]
+    if ks == [1.0]:  # only the dense width here: scale it as the same model scales on another dataset
+        for other in {k[1] for k in known if k[0] == model and k[1] != dataset}:
+            base = fallback((model, other, None, "dense", oneshot, backend), known)
+            wide = fallback((model, other, scale, "random", oneshot, backend), known)
+            if base and wide and base[1] > 0 and _scale_k(scale)[1] in {
+                    _scale_k(k[2])[1] for k in known if k[:2] == (model, other) and _scale_k(k[2])[0] == kind}:
+                f0, r0 = pts[0][1]
+                return f0 * wide[0] / max(base[0], 1e-9) if base[0] else f0, r0 * wide[1] / base[1]
     if len(pts) == 1 or value < ks[0]:
         k0, (f0, r0) = pts[0]
         return f0, r0 * value / k0
