@@ -141,6 +141,9 @@ axes = { model = ["lenet300"], seed = [0] }
     (("[profiles.paper]", "[profiles.paper]\nstages.typo.axes.seed = [1]"), "changes stage 'typo'"),
     (("axes = { sparsity = [0.5, 0.9] }", "axes = { sparsity = [] }"), "axis 'sparsity' is an empty list"),
     (("kind = \"fig7\"", "kind = \"fig10\""), "kind 'fig10' is not allowed"),
+    (("steps = 100", "steps = 100\noptimizer = \"sgdd\""), "'sgdd' is not allowed; choose one of: sgd, adam"),
+    (("axes = { sparsity = [0.5, 0.9] }", "axes = { sparsity = [0.5, 1.5] }"), "must be a fraction in [0, 1)"),
+    (("steps = 100", "steps = 100\nepochs = 2"), "not both"),
     (("[fixed]", "[fixd]"), "unknown top-level key(s) fixd"),
 ])
 def test_bad_files_are_refused_naming_the_problem(tmp_path, change, message):

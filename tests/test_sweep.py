@@ -108,7 +108,7 @@ def test_sweep_runs_dependencies_records_divergence_and_skips_completed(tmp_path
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     text = EXP.replace("axes = { lr = [0.1, 100.0], seed = [0, 1] }",
-                       'cases = [{ widths = "crash" }, { widths = "300,100" }]\naxes = { seed = [0] }')
+                       'cases = [{ widths = "301,100" }, { widths = "300,100" }]\naxes = { seed = [0] }')
     _, exp = experiment(tmp_path, text)
     out = tmp_path / "out"
     result = run_sweep([exp], out, jobs=2, run_fn=FAKE, progress=False)
@@ -129,7 +129,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_a_dead_worker_is_replaced_and_its_run_retried_then_failed(tmp_path):
     text = EXP.replace("axes = { lr = [0.1, 100.0], seed = [0, 1] }",
-                       'cases = [{ widths = "die" }, { widths = "300,100" }]\naxes = { seed = [0] }')
+                       'cases = [{ widths = "302,100" }, { widths = "300,100" }]\naxes = { seed = [0] }')
     text = text.replace("axes = { sparsity = [0.5, 0.9] }", "axes = { sparsity = [0.5] }")
     _, exp = experiment(tmp_path, text)
     out = tmp_path / "out"
@@ -234,13 +234,13 @@ def test_sweep_cli_refuses_bad_options_before_running(tmp_path, capsys):
 
 def test_a_run_whose_worker_died_resumes_from_its_checkpoint(tmp_path):
     text = EXP.replace("axes = { lr = [0.1, 100.0], seed = [0, 1] }",
-                       'cases = [{ widths = "die-once" }]\naxes = { seed = [0] }')
+                       'cases = [{ widths = "303,100" }]\naxes = { seed = [0] }')
     _, exp = experiment(tmp_path, text)
     out = tmp_path / "out"
     result = run_sweep([exp], out, jobs=1, run_fn=FAKE, progress=False, max_retries=1)
     assert result.ok and result.completed == len(exp.runs)
     with ResultsStore(out) as store:
-        (dense,) = [r for r in store.runs() if r["hparams"].get("widths") == "die-once"]
+        (dense,) = [r for r in store.runs() if r["hparams"].get("widths") == "303,100"]
         assert dense["status"] == "completed" and dense["summary"]["resumed_from_step"] == 20
 
 

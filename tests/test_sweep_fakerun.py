@@ -3,7 +3,7 @@
 It follows the run contract: writes hparams.json, metrics.jsonl, summary.json (and topology.npz for prune
 runs) into ``out_dir``; returns the existing summary when called again on a finished directory; refuses a
 directory holding other parameters; checks that the files its parameters refer to exist. ``lr >= 100``
-diverges, ``widths = "crash"`` raises, ``widths = "die"`` kills the process, ``widths = "die-once"`` writes a
+diverges, ``widths = "301,100"`` raises, ``widths = "302,100"`` kills the process, ``widths = "303,100"`` writes a
 checkpoint half way and kills the process the first time (called again, it resumes from the checkpoint and
 records ``resumed_from_step`` in the summary). The time it takes per run is
 ``$FAKE_RUN_SECONDS`` (default 0).
@@ -41,14 +41,14 @@ def run(command: str, params: dict[str, Any], out_dir: str | os.PathLike[str], *
         raise UserError(f"topology file {topo[5:]} not found")
     if params.get("from_run") and not (Path(params["from_run"]) / "summary.json").exists():
         raise UserError(f"from_run {params['from_run']} has not finished")
-    if params.get("widths") == "crash":
+    if params.get("widths") == "301,100":
         raise RuntimeError("boom")
-    if params.get("widths") == "die":
+    if params.get("widths") == "302,100":
         os._exit(9)
     steps = int(params.get("steps", 100))
     checkpoint = out / "checkpoint.json"
     resumed_from = json.loads(checkpoint.read_text())["step"] if checkpoint.exists() else None
-    if params.get("widths") == "die-once" and resumed_from is None:
+    if params.get("widths") == "303,100" and resumed_from is None:
         checkpoint.write_text(json.dumps({"step": steps // 2}))
         os._exit(9)
     time.sleep(float(os.environ.get("FAKE_RUN_SECONDS", "0")))

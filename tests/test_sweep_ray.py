@@ -26,7 +26,7 @@ steps = 40
 
 [stages.dense]
 command = "train"
-cases = [{ widths = "die-once" }, { widths = "300,100", lr = [0.1, 100.0] }]
+cases = [{ widths = "303,100" }, { widths = "300,100", lr = [0.1, 100.0] }]
 
 [stages.oneshot]
 command = "prune"
@@ -58,7 +58,7 @@ def test_ray_backend_runs_the_sweep_and_a_lost_worker_resumes(tmp_path, local_ra
     assert (result.completed, result.diverged, result.blocked, result.failed) == (4, 1, 1, 0)
     with ResultsStore(out) as store:
         runs = {r["id"]: r for r in store.runs()}
-        (died,) = [r for r in runs.values() if r["hparams"].get("widths") == "die-once" and r["command"] == "train"]
+        (died,) = [r for r in runs.values() if r["hparams"].get("widths") == "303,100" and r["command"] == "train"]
         assert died["summary"]["resumed_from_step"] == 20  # Ray retried the task; it resumed, not restarted
         assert all(len(store.metrics(rid)) >= 1 for rid, r in runs.items() if r["status"] != "blocked")
     again = run_sweep([exp], out, backend="ray", run_fn="test_sweep_fakerun:run", progress=False)

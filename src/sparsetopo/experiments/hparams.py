@@ -90,6 +90,22 @@ def known_options(command: str) -> frozenset[str]:
     return frozenset(registered_defaults(command)) | OPERATIONAL
 
 
+def validate(command: str, params: Mapping[str, Any], where: str = "run") -> None:
+    """Refuse bad values (an unknown optimiser, a negative learning rate, a sparsity of 1.5, ...) with the
+    message the command itself would give, before any run starts."""
+    check_options(command, params, where)
+    try:
+        from sparsetopo.training.hparams import build
+    except ImportError:  # pragma: no cover - the training package is part of sparsetopo
+        return
+    values = {k: v for k, v in params.items() if k not in OPERATIONAL}
+    for cls in _groups(command):
+        try:
+            build(cls, values, where)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
 def _normalise(key: str, value: Any, default: Any) -> Any:
     if isinstance(value, bool) or value is None:
         return value

@@ -240,7 +240,7 @@ def load_experiment(path: str | os.PathLike[str], profile: str | None = None) ->
                     params.update(axis)
                     pid = parent.id if parent is not None else None
                     params = {k: _substitute(v, pid, swhere) for k, v in params.items()}
-                    hp.check_options(command, params, swhere)
+                    hp.validate(command, params, swhere)
                     deps = tuple(hp.references(params))
                     rid = hp.run_id(command, params)
                     spec = seen.get(rid)
