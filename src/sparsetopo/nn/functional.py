@@ -118,7 +118,11 @@ class CSRLinearTorch(torch.autograd.Function):
 def _feature_major(x2d: torch.Tensor) -> torch.Tensor:
     """``x2d.t()`` as a C-contiguous (features, batch) tensor; free when x2d is already a transposed view."""
     xt = x2d.t()
-    return xt if xt.is_contiguous() else xt.contiguous()
+    if xt.is_contiguous():
+        return xt
+    if x2d.is_contiguous() and x2d.device.type == "cpu" and x2d.numel() <= 1 << 20:
+        return torch.from_numpy(kernels.transpose(x2d.detach().numpy()))  # small: no OpenMP round trip
+    return xt.contiguous()
 
 
 class CSRLinearNumba(torch.autograd.Function):
@@ -151,9 +155,14 @@ class CSRLinearNumba(torch.autograd.Function):
             gxt = kernels.spmm(plan.np_t_indptr, plan.np_t_indices, values.detach().numpy(), gyt_np,
                                perm=plan.np_perm)
             gx = torch.from_numpy(gxt).t()
+        want_gb = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.needs_input_grad[1]:
-            gv = torch.from_numpy(kernels.sddmm(plan.np_indptr, plan.np_indices, gyt_np, xt.numpy()))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+            rowsum = np.empty(plan.rows, dtype=gyt_np.dtype) if want_gb else None
+            gv = torch.from_numpy(kernels.sddmm(plan.np_indptr, plan.np_indices, gyt_np, xt.numpy(),
+                                                rowsum=rowsum))
+            if want_gb:
+                gb = torch.from_numpy(rowsum)
+        elif want_gb:
             gb = gyt.sum(1)
         return gx, gv, gb, None
 

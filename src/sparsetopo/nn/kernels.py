@@ -76,13 +76,21 @@ def _spmm_rows(r0, r1, tile, indptr, indices, perm, use_perm, values, xt, bias, 
 
 
 @nb.njit(cache=True, fastmath=True, nogil=True)
-def _sddmm_rows(r0, r1, tile, indptr, indices, gyt, xt, out):  # pragma: no cover - numba
+def _sddmm_rows(r0, r1, tile, indptr, indices, gyt, xt, out, rowsum, use_rowsum):  # pragma: no cover
     nb_ = xt.shape[1]
     for t0 in range(0, nb_, tile):
         t1 = min(t0 + tile, nb_)
         n = t1 - t0
         for r in range(r0, r1):
             g = gyt[r, t0:t1]
+            if use_rowsum:  # the bias gradient, fused: the row of gyt is in cache anyway
+                acc = g[0] * 0
+                for j in range(n):
+                    acc += g[j]
+                if t0 == 0:
+                    rowsum[r] = acc
+                else:
+                    rowsum[r] += acc
             k = indptr[r]
             end = indptr[r + 1]
             while k + 4 <= end:
@@ -194,15 +202,28 @@ def spmm(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, xt: np.nda
 
 
 def sddmm(indptr: np.ndarray, indices: np.ndarray, gyt: np.ndarray, xt: np.ndarray,
-          out: np.ndarray | None = None) -> np.ndarray:
-    """Per-nonzero dot products of ``gyt[row]`` and ``xt[col]`` (both ``(n, batch)`` C-contiguous)."""
+          out: np.ndarray | None = None, rowsum: np.ndarray | None = None) -> np.ndarray:
+    """Per-nonzero dot products of ``gyt[row]`` and ``xt[col]`` (both ``(n, batch)`` C-contiguous).
+
+    With ``rowsum`` (an array of ``rows`` elements), also writes the sums of the rows of ``gyt`` there
+    (the bias gradient).
+    """
+    rows = indptr.shape[0] - 1
     if out is None:
         out = np.empty(indices.shape[0], dtype=xt.dtype)
-    if indices.shape[0] == 0:
-        return out
-    if xt.shape[1] == 0:
+    if xt.shape[1] == 0 or rows == 0:
         out[:] = 0
+        if rowsum is not None:
+            rowsum[:] = 0
         return out
-    _run(_sddmm_rows, row_ranges(indptr, xt.shape[1]), batch_tile(xt.shape[1]), indptr, indices, gyt, xt,
-         out)
+    use_rowsum = rowsum is not None
+    _run(_sddmm_rows, row_ranges(indptr, xt.shape[1], 1 if use_rowsum else 0), batch_tile(xt.shape[1]),
+         indptr, indices, gyt, xt, out, rowsum if use_rowsum else out[:0], use_rowsum)
     return out
+
+
+def transpose(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``a.T`` (single-threaded numpy for small arrays, torch otherwise)."""
+    if a.size <= 1 << 20:
+        return np.ascontiguousarray(a.T)
+    return torch.from_numpy(a).t().contiguous().numpy()
