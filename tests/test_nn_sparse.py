@@ -185,9 +185,9 @@ def test_no_dense_weight_sized_allocation():
 
 RADIX_CASES = [
     # (systems, kron, trim, layer, batch)
-    ([(2, 2)], (160, 40, 1), 16, 0, 33),     # 624 x 160: trimmed inputs, dense 80 x 160 blocks
-    ([(2, 5)], (40, 40, 1), 0, 0, 4),         # 400 x 400, radix 2 of N' = 10: 40 x 40 blocks
-    ([(4, 4)], (8, 8, 8), 0, 1, 1),           # radix 4 at place value 4: 32 x 32 blocks
+    ([(2, 2)], (320, 160, 1), 16, 0, 33),    # 1264 x 640: trimmed inputs, dense 160 x 320 blocks
+    ([(2, 5)], (100, 100, 1), 0, 0, 4),       # 1000 x 1000, radix 2 of N' = 10: 100 x 100 blocks
+    ([(4, 4)], (32, 32, 32), 0, 1, 1),        # radix 4 at place value 4: 128 x 128 blocks
 ]
 
 
@@ -211,12 +211,12 @@ def test_radix_layers_use_the_block_kernel_and_match_masked(case):
 
 def test_block_kernel_on_a_radix_channel_mask():
     from sparsetopo.topology import radix_net
-    cm = radix_net([(2, 2)], (8, 16, 1)).layers[0].T.tocsr()  # 64 out x 32 in channels
-    a, b = pair(cm, (32, 64, 3), True, torch.float64, seed=5, padding=1)
+    cm = radix_net([(2, 2)], (32, 64, 1)).layers[0].T.tocsr()  # 256 out x 128 in channels
+    a, b = pair(cm, (128, 256, 3), True, torch.float64, seed=5, padding=1)
     assert b.kernel_name().startswith("block")
     rng = np.random.default_rng(1)
-    x = torch.from_numpy(rng.standard_normal((2, 32, 6, 6)))
-    gy = torch.from_numpy(rng.standard_normal((2, 64, 6, 6)))
+    x = torch.from_numpy(rng.standard_normal((2, 128, 5, 5)))
+    gy = torch.from_numpy(rng.standard_normal((2, 256, 5, 5)))
     for ra, rb in zip(grads(a, x, gy), grads(b, x, gy)):
         torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-10)
 

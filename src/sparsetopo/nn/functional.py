@@ -57,8 +57,8 @@ def build_plan(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int,
 
 # The block kernel is used when the mask's dense blocks are at least this tall and this large; below
 # that, the CSR kernel is as fast (measured with benchmarks/bench_kernels.py, see docs/sparse-compute.md).
-BLOCK_MIN_ROWS = 16
-BLOCK_MIN_SIZE = 1024
+BLOCK_MIN_ROWS = 64
+BLOCK_MIN_SIZE = 8192
 
 
 def layer_plan(layer) -> Plan:
