@@ -147,7 +147,7 @@ def test_sparse_backend_is_deterministic():
         try:
             torch.manual_seed(0)
             layer = SparseLinear(500, 300, mask, backend="sparse")
-            x = torch.randn(64, 500, requires_grad=True)
+            x = torch.randn(1024, 500, requires_grad=True)  # enough work to use two threads
             y = layer(x)
             y.pow(2).sum().backward()
             outs.append((y.detach(), x.grad, layer.weight_values.grad))
@@ -242,7 +242,8 @@ def test_kernels_work_in_a_forked_child():
     ip, ix = _dense_to_csr(rng.random((400, 400)) < 0.2)
     vals = rng.standard_normal(ix.size).astype(np.float32)
     xt = rng.standard_normal((400, 512)).astype(np.float32)
-    assert len(kernels.row_ranges(ip, 512)) == min(2, torch.get_num_threads())
+    xt = np.concatenate([xt] * 16, axis=1)  # enough work for two threads
+    assert len(kernels.row_ranges(ip, xt.shape[1])) == min(2, torch.get_num_threads())
     expected = kernels.spmm(ip, ix, vals, xt)  # starts the kernel thread pool in the parent
     with mp.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(kernels.spmm, (ip, ix, vals, xt)).get(timeout=60)
