@@ -12,34 +12,17 @@ from __future__ import annotations
 
 import gzip
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from sparsetopo.challenge._parse import _POW10, BAD_COUNT, BAD_NUMBER, parse_numbers
+from sparsetopo.data.store import read_payload
 from sparsetopo.errors import DataError
 from sparsetopo.fileio import atomic_path
 
 PathLike = str | os.PathLike[str]
-
-
-def read_text_bytes(path: PathLike) -> bytes:
-    """A file's bytes, gunzipped when its name ends in ``.gz``."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{p}: no such file") from None
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read: {exc.strerror}") from None
-    if p.suffix != ".gz":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"{p}: corrupt or truncated gzip stream ({exc})") from None
 
 
 def _line_text(data: bytes, number: int) -> str:
@@ -125,7 +108,7 @@ def read_weights(path: PathLike, neurons: int, *, nnz_per_row: int | None = 32) 
     not an integer in 1..neurons, a zero or non-finite value, a repeated entry; and a row whose nonzero count
     differs from ``nnz_per_row`` (None: any count).
     """
-    return parse_weights(read_text_bytes(path), path, neurons, nnz_per_row=nnz_per_row)
+    return parse_weights(read_payload(path), path, neurons, nnz_per_row=nnz_per_row)
 
 
 def parse_inputs(data: bytes, name: PathLike, neurons: int, *, n_inputs: int | None = None) -> sp.csr_array:
@@ -147,7 +130,7 @@ def read_inputs(path: PathLike, neurons: int, *, n_inputs: int | None = None) ->
     The number of inputs is the largest row index unless ``n_inputs`` is given (then rows above it are
     refused). Same line checks as :func:`read_weights`, without the per-row count.
     """
-    return parse_inputs(read_text_bytes(path), path, neurons, n_inputs=n_inputs)
+    return parse_inputs(read_payload(path), path, neurons, n_inputs=n_inputs)
 
 
 def parse_truth(data: bytes, name: PathLike, *, n_inputs: int | None = None) -> np.ndarray:
@@ -166,7 +149,7 @@ def parse_truth(data: bytes, name: PathLike, *, n_inputs: int | None = None) -> 
 
 def read_truth(path: PathLike, *, n_inputs: int | None = None) -> np.ndarray:
     """Sorted 1-based input indices (int64) from a ``neuronN-lL-categories.tsv[.gz]`` file (may be empty)."""
-    return parse_truth(read_text_bytes(path), path, n_inputs=n_inputs)
+    return parse_truth(read_payload(path), path, n_inputs=n_inputs)
 
 
 def _format_values(vals: np.ndarray) -> np.ndarray:

@@ -66,10 +66,13 @@ def find_file(root: Path, spec: DatasetSpec, item: DataFile) -> Path | None:
     return None
 
 
-def read_payload(path: Path) -> bytes:
-    """The file's bytes, gunzipped when it ends in ``.gz``; a damaged gzip stream is a DataError."""
+def read_payload(path: str | os.PathLike[str]) -> bytes:
+    """The file's bytes, gunzipped when it ends in ``.gz``; a missing file or damaged gzip stream is a DataError."""
+    path = Path(path)
     try:
         raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from None
     if path.suffix != ".gz":

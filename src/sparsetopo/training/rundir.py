@@ -60,21 +60,19 @@ def write_summary(out: Path, summary: dict[str, Any]) -> None:
     atomic_write_json(out / SUMMARY, summary)
 
 
-def read_hparams(run: Path) -> dict[str, Any]:
-    path = Path(run) / HPARAMS
+def _read_json(run: Path, name: str, missing: str) -> dict[str, Any]:
+    path = Path(run) / name
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{run}: not a run directory (no {HPARAMS})") from None
+        raise UserError(f"{run}: {missing} (no {name})") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: unreadable ({exc})") from None
+
+
+def read_hparams(run: Path) -> dict[str, Any]:
+    return _read_json(run, HPARAMS, "not a run directory")
 
 
 def read_summary(run: Path) -> dict[str, Any]:
-    path = Path(run) / SUMMARY
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{run}: the run has not finished (no {SUMMARY})") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from None
+    return _read_json(run, SUMMARY, "the run has not finished")
