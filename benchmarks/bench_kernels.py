@@ -5,7 +5,10 @@ nnz, it times one forward + backward (output, input gradient, weight gradient) o
 
 * ``masked``: ``SparseLinear(backend="masked")``, the reference;
 * ``dense``:  plain ``F.linear`` on a pre-masked dense weight (no mask multiply: a harder baseline);
-* ``sparse``: ``SparseLinear(backend="sparse")`` (the RadiX mask runs the block kernel when it is detected);
+* ``sparse``: ``SparseLinear(backend="sparse")`` (the RadiX mask runs the block kernel when it is detected),
+  fed a batch-major input that is a leaf needing its gradient (two transposes and a layout copy included);
+* ``stacked``: the same layer as it runs inside a stack of sparse layers, where activations and gradients
+  arrive feature-major and nothing is transposed;
 * ``auto``:   the backend ``SparseLinear(backend="auto")`` picks (it runs that backend's code); it must stay
   within 10% of masked.
 
@@ -118,6 +121,19 @@ def bench_case(n_in: int, n_out: int, batch: int, sparsity: float, kind: str, ma
             torch.manual_seed(1)
             layers[backend] = SparseLinear(n_in, n_out, mask, backend=backend)
             fns[backend] = fwd_bwd(layers[backend], x, gy)
+    if "stacked" in methods:  # the sparse layer inside a stack of sparse layers: feature-major in and out
+        xt_leaf = x.detach().t().contiguous().requires_grad_(True)
+        gy_fm = gy.t().contiguous().t()
+        torch.manual_seed(1)
+        layers["stacked"] = SparseLinear(n_in, n_out, mask, backend="sparse")
+        layer_s = layers["stacked"]
+
+        def stacked() -> None:
+            for p in layer_s.parameters():
+                p.grad = None
+            xt_leaf.grad = None
+            layer_s(xt_leaf.t()).backward(gy_fm)
+        fns["stacked"] = stacked
     if "dense" in methods:
         ref = layers.get("masked") or SparseLinear(n_in, n_out, mask, backend="masked")
         w = ref.dense_weight().clone().requires_grad_(True)
@@ -184,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 64,256)")
     p.add_argument("--sparsities", default=None, help="comma-separated sparsities (default: 0.5,0.9,0.99,0.999)")
     p.add_argument("--masks", default="er,radix", help="mask kinds to run: er, radix (default: both)")
-    p.add_argument("--methods", default="masked,dense,sparse",
-                   help="methods to time: masked, dense, sparse, auto (default: masked,dense,sparse; the auto "
-                        "column then reports the time of the backend auto picks, which runs the same code)")
+    p.add_argument("--methods", default="masked,dense,sparse,stacked",
+                   help="methods to time: masked, dense, sparse, stacked, auto (default: masked,dense,sparse,"
+                        "stacked; the auto column then reports the time of the backend auto picks, which runs "
+                        "the same code)")
     p.add_argument("--repeats", type=int, default=7, help="timed repetitions per method (median; default 7)")
     p.add_argument("--threads", type=int, default=None, help="torch/numba threads (default: torch's)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_kernels.json"),
@@ -220,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.conv_only:
         shapes = []
     hdr = (f"{'layer':>12} {'batch':>5} {'spars':>6} {'mask':>5} {'nnz':>9} | {'masked':>9} {'dense':>9} "
-           f"{'sparse':>8} {'auto':>8} | {'x masked':>8} {'x dense':>7} {'bound':>6} {'GF/s':>5} kernel")
+           f"{'sparse':>8} {'stacked':>8} | {'x masked':>8} {'x stack':>7} {'x dense':>7} {'bound':>6} {'GF/s':>5} "
+           f"kernel")
     print(hdr)
     print("-" * len(hdr))
     for n_in, n_out in shapes:
@@ -242,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                     def f(k: str, width: int, fmt: str = ".2f") -> str:
                         return f"{ms[k]:>{width}{fmt}}" if k in ms else " " * (width - 1) + "-"
                     print(f"{n_in:>5}x{n_out:<6} {batch:>5} {sparsity:>6} {kind:>5} {row['nnz']:>9} | "
-                          f"{f('masked', 9)} {f('dense', 9)} {f('sparse', 8)} {f('auto', 8)} | "
+                          f"{f('masked', 9)} {f('dense', 9)} {f('sparse', 8)} {f('stacked', 8)} | "
                           f"{row.get('ratio_sparse', float('nan')):>8.1f} "
+                          f"{row.get('ratio_stacked', float('nan')):>7.1f} "
                           f"{row.get('ratio_sparse_vs_dense', float('nan')):>7.1f} {row['flop_bound']:>6.0f} "
                           f"{row.get('sparse_gflops', float('nan')):>5.1f} {row.get('kernel', '')}"
                           f"{' auto=' + row['auto_backend'] if 'auto_backend' in row else ''}", flush=True)

@@ -225,6 +225,6 @@ def sddmm(indptr: np.ndarray, indices: np.ndarray, gyt: np.ndarray, xt: np.ndarr
 
 def transpose(a: np.ndarray) -> np.ndarray:
     """A C-contiguous copy of ``a.T`` (single-threaded numpy for small arrays, torch otherwise)."""
-    if a.size <= 1 << 20:
+    if a.size <= 1 << 16:
         return np.ascontiguousarray(a.T)
     return torch.from_numpy(a).t().contiguous().numpy()
