@@ -437,7 +437,7 @@ class SparseConv2d(_SparseLayer):
 AUTO_MAX_DENSITY = 0.2
 # Convolutions compare against a direct dense convolution (no patch matrix), so they need more sparsity.
 AUTO_MAX_DENSITY_CONV = 0.05
-AUTO_MIN_WEIGHTS = 4096
+AUTO_MIN_WEIGHTS = 65536
 
 
 def auto_backend(rows: int, cols: int, nnz: int, conv: bool = False) -> str:
