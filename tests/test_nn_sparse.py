@@ -227,8 +227,8 @@ def test_auto_picks_per_layer():
     assert SparseLinear(784, 300, make_mask(rng, 300, 784, "half"), backend="auto").backend == "masked"
     assert SparseLinear(10, 10, make_mask(rng, 10, 10, "tenth"), backend="auto").backend == "masked"  # tiny
     assert SparseLinear(300, 100, make_mask(rng, 100, 300, "tenth"), backend="auto").backend == "masked"
-    assert SparseConv2d(64, 64, 3, make_mask(rng, 64, 64, "sparse"), backend="auto").backend == "sparse"
-    assert SparseConv2d(64, 64, 3, make_mask(rng, 64, 64, "tenth"), backend="auto").backend == "masked"
+    assert SparseConv2d(256, 256, 3, make_mask(rng, 256, 256, "sparse"), backend="auto").backend == "sparse"
+    assert SparseConv2d(256, 256, 3, make_mask(rng, 256, 256, "tenth"), backend="auto").backend == "masked"
     layer = SparseLinear(784, 300, make_mask(rng, 300, 784, "sparse"))  # auto is the default
     assert layer.requested_backend == "auto" and layer.kernel_name() == "csr"
 
