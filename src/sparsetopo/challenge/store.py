@@ -28,6 +28,7 @@ from sparsetopo.challenge.formats import PathLike, read_inputs, read_truth, read
 from sparsetopo.challenge.network import (
     YMAX, ChallengeNetwork, column_width, default_bias, ell_rows, index_dtype, transpose_tables,
 )
+from sparsetopo.data.store import find_file, resolve_root
 from sparsetopo.errors import ConfigError, DataError
 from sparsetopo.fileio import atomic_path, atomic_write_json, user_cache_dir
 
@@ -37,7 +38,7 @@ SUBFOLDER = "graph-challenge"
 
 def challenge_dirs(data_dir: PathLike | None = None) -> list[Path]:
     """Folders searched for challenge files: ``ROOT/graph-challenge`` then ``ROOT``."""
-    root = resolve_data_root(data_dir)
+    root = resolve_root(data_dir)
     return [root / SUBFOLDER, root]
 
 
@@ -258,11 +259,16 @@ def load_inputs_file(path: PathLike, neurons: int, *, n_inputs: int | None = Non
     if not cache:
         return read_inputs(p, neurons, n_inputs=n_inputs)
     key = _fingerprint([p], {"kind": "inputs", "n": neurons, "n_inputs": n_inputs})
-    entry = cache_root() / f"inputs-{neurons}-{key}.npz"
+    return _cached_csr(cache_root() / f"inputs-{neurons}-{key}.npz", neurons,
+                       lambda: read_inputs(p, neurons, n_inputs=n_inputs))
+
+
+def _cached_csr(entry: Path, neurons: int, compute) -> sp.csr_array:
+    """The matrix cached at ``entry`` when it is there and ``neurons`` wide, else ``compute()``, then cached."""
     mat = load_csr(entry)
     if mat is not None and mat.shape[1] == neurons:
         return mat
-    mat = read_inputs(p, neurons, n_inputs=n_inputs)
+    mat = compute()
     save_csr(entry, mat)
     return mat
 
@@ -296,33 +302,17 @@ def cached_mnist_inputs(neurons: int, data_dir: PathLike | None = None, *, thres
     cached keyed by the MNIST training-image file and the threshold."""
     from sparsetopo.challenge.generate import MNIST_THRESHOLD, mnist_inputs
     from sparsetopo.data import get_spec
-    from sparsetopo.data.store import find_file
 
     t = MNIST_THRESHOLD if threshold is None else float(threshold)
     spec = get_spec("mnist")
-    root = resolve_data_root(data_dir)
+    root = resolve_root(data_dir)
     item = next(f for f in spec.files if f.role == "train_images")
     source = find_file(root, spec, item)
     if source is None or not cache:
         return mnist_inputs(neurons, data_dir, threshold=t)     # a missing file raises the loader's error
     key = _fingerprint([source], {"kind": "mnist-inputs", "n": neurons, "threshold": repr(t)})
-    entry = cache_root() / f"mnist-inputs-{neurons}-{key}.npz"
-    mat = load_csr(entry)
-    if mat is not None and mat.shape[1] == neurons:
-        return mat
-    mat = mnist_inputs(neurons, data_dir, threshold=t)
-    save_csr(entry, mat)
-    return mat
-
-
-def resolve_data_root(data_dir: PathLike | None = None) -> Path:
-    """The data root: ``data_dir`` itself when given (as ``sparsetopo.data.resolve_root`` does), else that
-    function's answer (imported only then: ``sparsetopo.data`` pulls in torch)."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    from sparsetopo.data import resolve_root
-
-    return resolve_root(data_dir)
+    return _cached_csr(cache_root() / f"mnist-inputs-{neurons}-{key}.npz", neurons,
+                       lambda: mnist_inputs(neurons, data_dir, threshold=t))
 
 
 def cached_generated_network(neurons: int, layers: int, seed: int = 0, *, bias: float | None = None,

@@ -25,6 +25,15 @@ class Section:
     findings: list[Finding] = field(default_factory=list)
 
 
+
+def _finish_accuracy_panel(ax, xs_all, model: str, dataset: str) -> None:
+    """Sparsity axis, title and legend of one model/dataset panel of an accuracy-vs-sparsity figure."""
+    if xs_all:
+        F.sparsity_axis(ax, xs_all)
+    ax.set_title(_model_label(model, dataset))
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7)
+
 def _group(runs: Iterable[Run], key: Callable[[Run], Any]) -> dict[Any, list[Run]]:
     out: dict[Any, list[Run]] = defaultdict(list)
     for r in runs:
@@ -135,11 +144,7 @@ def fig7(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -
                 summary[(model, dataset, meth, x, ex)] = {"pruned": ps, "retrained": rs}
                 extra_vals = [label(exrun.get(k)) if exrun else "" for k in extra]
                 table.add(_model_label(model, dataset), meth, x, *extra_vals, ps, rs, bs)
-        if xs_all:
-            F.sparsity_axis(ax, xs_all)
-        ax.set_title(_model_label(model, dataset))
-        ax.set_ylabel("test accuracy (%)")
-        ax.legend(fontsize=7)
+        _finish_accuracy_panel(ax, xs_all, model, dataset)
     F.save(fig, folder, f"{exp['name']}_accuracy_vs_sparsity")
     sec.figures.append((f"{exp['name']}_accuracy_vs_sparsity",
                         "Test accuracy against sparsity: gradual and one-shot pruning, after pruning (dashed) and "
@@ -313,11 +318,7 @@ def fig9(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -
                 xs = sorted(rad)
                 F.errorbar(ax, xs, [describe(r.final for r in rad[x]) for x in xs], f"fixed {regime}, RadiX-Net",
                            color=F.COLORS[regime], marker="*", linestyle="none")
-        if xs_all:
-            F.sparsity_axis(ax, xs_all)
-        ax.set_title(_model_label(model, dataset))
-        ax.set_ylabel("test accuracy (%)")
-        ax.legend(fontsize=7)
+        _finish_accuracy_panel(ax, xs_all, model, dataset)
     F.save(fig, folder, f"{exp['name']}_accuracy_vs_sparsity")
     sec.figures.append((f"{exp['name']}_accuracy_vs_sparsity",
                         "Test accuracy against sparsity at fixed connections (wider layers, same number of "
