@@ -120,8 +120,8 @@ def _feature_major(x2d: torch.Tensor) -> torch.Tensor:
     xt = x2d.t()
     if xt.is_contiguous():
         return xt
-    if x2d.is_contiguous() and x2d.device.type == "cpu" and x2d.numel() <= 1 << 16:
-        return torch.from_numpy(kernels.transpose(x2d.detach().numpy()))  # small: no OpenMP round trip
+    if x2d.is_contiguous() and x2d.device.type == "cpu" and x2d.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(kernels.transpose(x2d.detach().numpy()))
     return xt.contiguous()
 
 

@@ -224,7 +224,12 @@ def sddmm(indptr: np.ndarray, indices: np.ndarray, gyt: np.ndarray, xt: np.ndarr
 
 
 def transpose(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy of ``a.T`` (single-threaded numpy for small arrays, torch otherwise)."""
-    if a.size <= 1 << 16:
+    """A C-contiguous copy of ``a.T`` for a C-contiguous 2-D ``a``.
+
+    numpy's copy is about twice as fast as torch's when ``a`` has fewer rows than columns (a batch-major
+    activation: batch x features), and torch's when it has more (measured on 3000 x 256 float32 arrays:
+    0.45 vs 0.9 ms and 2.0 vs 0.6 ms).
+    """
+    if a.shape[0] <= a.shape[1] or a.size <= 1 << 16:
         return np.ascontiguousarray(a.T)
     return torch.from_numpy(a).t().contiguous().numpy()
