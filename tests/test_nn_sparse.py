@@ -138,6 +138,23 @@ def test_training_gives_the_same_weights_under_both_backends(opt):
     torch.testing.assert_close(models[1](x), models[0](x), rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_activation_transposes_are_exact(threads):
+    """Batch-major activations are transposed to feature-major (split over threads when large) exactly."""
+    from sparsetopo.nn import kernels
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rng = np.random.default_rng(0)
+        for shape in [(0, 5), (5, 0), (1, 1), (3, 7), (256, 3000), (3000, 256), (97, 5003)]:
+            a = rng.standard_normal(shape).astype(np.float32)
+            t = kernels.transpose(a)
+            assert t.flags.c_contiguous and t.shape == shape[::-1]
+            assert np.array_equal(t, a.T)
+    finally:
+        torch.set_num_threads(prev)
+
+
 def test_sparse_backend_is_deterministic():
     mask = make_mask(np.random.default_rng(1), 300, 500, "tenth")
     outs = []

@@ -228,8 +228,21 @@ def transpose(a: np.ndarray) -> np.ndarray:
 
     numpy's copy is about twice as fast as torch's when ``a`` has fewer rows than columns (a batch-major
     activation: batch x features), and torch's when it has more (measured on 3000 x 256 float32 arrays:
-    0.45 vs 0.9 ms and 2.0 vs 0.6 ms).
+    0.45 vs 0.9 ms and 2.0 vs 0.6 ms). Large numpy copies are split over the kernel threads by output
+    rows (numpy releases the GIL while copying): 1.3-1.9x on 2 cores.
     """
-    if a.shape[0] <= a.shape[1] or a.size <= 1 << 16:
-        return np.ascontiguousarray(a.T)
-    return torch.from_numpy(a).t().contiguous().numpy()
+    rows, cols = a.shape
+    if rows > cols and a.size > 1 << 16:
+        return torch.from_numpy(a).t().contiguous().numpy()
+    out = np.empty((cols, rows), dtype=a.dtype)
+    threads = max(1, min(torch.get_num_threads(), a.size // (1 << 18), cols))
+    if threads == 1:
+        np.copyto(out, a.T)
+        return out
+    bounds = [cols * i // threads for i in range(threads + 1)]
+    pool = _executor(threads - 1)
+    futures = [pool.submit(np.copyto, out[c0:c1], a[:, c0:c1].T) for c0, c1 in zip(bounds[1:-1], bounds[2:])]
+    np.copyto(out[:bounds[1]], a[:, :bounds[1]].T)
+    for f in futures:
+        f.result()
+    return out
