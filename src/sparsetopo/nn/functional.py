@@ -33,7 +33,7 @@ class Plan:
     np_indices: np.ndarray
     np_t_indptr: np.ndarray
     np_t_indices: np.ndarray
-    np_perm: np.ndarray
+    np_perm: np.ndarray       # int32 where nnz allows
     device: torch.device
     block: "blocks.BlockPlan | None" = None
 
@@ -51,8 +51,10 @@ def build_plan(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int,
     def dev(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.int64)).to(device)
 
+    # the numba kernels read the permutation once per backward: int32 halves that random-access traffic
+    np_perm = perm.astype(np.int32) if perm.shape[0] < 2**31 else perm
     return Plan(rows, cols, dev(indptr), dev(indices), dev(t_indptr), dev(t_indices), dev(perm),
-                indptr, indices, t_indptr, t_indices.astype(st.INDEX_DTYPE), perm, device)
+                indptr, indices, t_indptr, t_indices.astype(st.INDEX_DTYPE), np_perm, device)
 
 
 # The block kernel is used when the mask's dense blocks are at least this tall and this large; below

@@ -132,6 +132,12 @@ def _sddmm_rows(r0, r1, tile, indptr, indices, gyt, xt, out, rowsum, use_rowsum)
                 k += 1
 
 
+@nb.njit(cache=True, nogil=True)
+def _gather(values, perm, out):  # pragma: no cover
+    for k in range(perm.shape[0]):
+        out[k] = values[perm[k]]
+
+
 def batch_tile(batch: int) -> int:
     """Batch columns per pass: all of them up to ``MAX_TILE``, else equal tiles of at most ``MAX_TILE``.
 
@@ -196,6 +202,12 @@ def spmm(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, xt: np.nda
         bias = np.zeros(rows, dtype=xt.dtype)
     if batch == 0 or rows == 0:
         return out
+    if perm is not None and indices.shape[0] * batch >= MIN_WORK_PER_THREAD:
+        # one gather pass, then the plain kernel: an indirection inside the unrolled loop costs more
+        # (3000x3000 at density 0.1, batch 256: 21 -> 17 ms)
+        permuted = np.empty(perm.shape[0], dtype=values.dtype)
+        _gather(values, perm, permuted)
+        values, perm = permuted, None
     ranges = row_ranges(indptr, batch, batch // 4)
     _run(_spmm_rows, ranges, batch_tile(batch), indptr, indices, perm if perm is not None else _NO_PERM,
          perm is not None, values, xt, bias, out)
