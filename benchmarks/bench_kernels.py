@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sparsetopo.fileio import atomic_write_json
+from sparsetopo.fileio import atomic_write_json, atomic_write_text
 from sparsetopo.nn import SparseLinear
 from sparsetopo.topology import radix_net, random_topology
 
@@ -164,7 +164,8 @@ def bench_case(n_in: int, n_out: int, batch: int, sparsity: float, kind: str, ma
 
 CONV_CASES = [  # (in_ch, out_ch, kernel, input hw, channel density): LeNet-5's conv2 and its widenings
     (6, 16, 5, 14, 0.5), (6, 160, 5, 14, 0.1), (6, 1600, 5, 14, 0.01), (16, 16, 5, 14, 0.5),
-    (64, 64, 3, 16, 0.1), (256, 256, 3, 8, 0.01),
+    (64, 64, 3, 16, 0.1), (256, 256, 3, 8, 0.01), (256, 256, 3, 8, 0.1), (128, 128, 3, 16, 0.1),
+    (20, 500, 5, 14, 0.1),  # LeNet-5 x10's conv2 on CIFAR-10
 ]
 
 
@@ -192,6 +193,23 @@ def bench_conv(batch: int, repeats: int) -> list[dict]:
     return rows
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The linear-layer rows as a Markdown table (the one in README.md and docs/sparse-compute.md)."""
+    def ms(row: dict, key: str) -> str:
+        return f"{row['ms'][key]:.2f}" if key in row["ms"] else "-"
+
+    def ratio(row: dict, key: str) -> str:
+        return f"{row[key]:.1f}" if key in row else "-"
+    out = ["| layer (in x out) | batch | sparsity | mask | masked ms | sparse ms | stacked ms | x masked | "
+           "x masked, stacked | FLOP bound | kernel |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['in']}x{r['out']} | {r['batch']} | {r['sparsity']} | {r['mask']} | {ms(r, 'masked')} | "
+                   f"{ms(r, 'sparse')} | {ms(r, 'stacked')} | {ratio(r, 'ratio_sparse')} | "
+                   f"{ratio(r, 'ratio_stacked')} | {r['flop_bound']:.0f} | {r.get('kernel', '')} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a small subset: 784x300 and 3000x3000, batch 256")
@@ -214,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conv", action="store_true",
                    help="also time SparseConv2d on LeNet-5-like channel masks (batch 100)")
     p.add_argument("--conv-only", action="store_true", help="only the conv cases")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="also write the linear-layer rows as a Markdown table to PATH")
     args = p.parse_args(argv)
     global CLOCK
     CLOCK = time.perf_counter if args.clock == "wall" else time.thread_time
@@ -274,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats, "clock": args.clock, "rows": rows, "conv_rows": conv_rows,
     }
     atomic_write_json(args.out, result)
+    if args.markdown:
+        atomic_write_text(args.markdown, markdown_table(rows))
     print(f"\nwrote {args.out}; load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}")
     return 0
 

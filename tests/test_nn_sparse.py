@@ -244,8 +244,13 @@ def test_auto_picks_per_layer():
     assert SparseLinear(784, 300, make_mask(rng, 300, 784, "half"), backend="auto").backend == "masked"
     assert SparseLinear(10, 10, make_mask(rng, 10, 10, "tenth"), backend="auto").backend == "masked"  # tiny
     assert SparseLinear(300, 100, make_mask(rng, 100, 300, "tenth"), backend="auto").backend == "masked"
+    # convolutions: the patch matrix costs per input channel, the dense convolution per channel pair
     assert SparseConv2d(256, 256, 3, make_mask(rng, 256, 256, "sparse"), backend="auto").backend == "sparse"
-    assert SparseConv2d(256, 256, 3, make_mask(rng, 256, 256, "tenth"), backend="auto").backend == "masked"
+    assert SparseConv2d(256, 256, 3, make_mask(rng, 256, 256, "tenth"), backend="auto").backend == "sparse"
+    assert SparseConv2d(256, 256, 3, make_mask(rng, 256, 256, "half"), backend="auto").backend == "masked"
+    assert SparseConv2d(64, 64, 3, make_mask(rng, 64, 64, "tenth"), backend="auto").backend == "masked"
+    assert SparseConv2d(20, 50, 5, make_mask(rng, 50, 20, "tenth"), backend="auto").backend == "masked"  # LeNet-5
+    assert SparseConv2d(20, 500, 5, make_mask(rng, 500, 20, "tenth"), backend="auto").backend == "sparse"  # x10
     layer = SparseLinear(784, 300, make_mask(rng, 300, 784, "sparse"))  # auto is the default
     assert layer.requested_backend == "auto" and layer.kernel_name() == "csr"
 

@@ -432,21 +432,45 @@ class SparseConv2d(_SparseLayer):
                 f"stride={self.stride}, padding={self.padding}, " + super().extra_repr())
 
 
-# ``auto`` chooses the sparse backend at or below this density and for layers big enough that the fixed
-# per-call cost of the sparse path does not matter (see docs/sparse-compute.md for the measurements).
+# ``auto`` chooses the sparse backend for a linear layer at or below this density and for layers big enough
+# that the fixed per-call cost of the sparse path does not matter (see docs/sparse-compute.md).
 AUTO_MAX_DENSITY = 0.2
-# Convolutions compare against a direct dense convolution (no patch matrix), so they need more sparsity.
-AUTO_MAX_DENSITY_CONV = 0.05
 AUTO_MIN_WEIGHTS = 65536
+
+# Convolutions: a cost model per output pixel of one sample, in nanoseconds, fitted to the convolution
+# measurements in docs/sparse-compute.md (forward + backward, 2 cores). The sparse path pays for its patch
+# matrix (the strided copy and the fold of its gradient), for its three sparse products and for moving
+# the output; the dense convolution pays for three dense products. The sparse path is picked only when it
+# is predicted to be clearly faster.
+CONV_PATCH_NS = 7.1          # per patch-matrix element (in_ch * kh * kw of them)
+CONV_SPARSE_MAC_NS = 0.060   # per multiply-add of a sparse product (three per connection)
+CONV_OUTPUT_NS = 2.36        # per output channel
+CONV_DENSE_MAC_NS = 0.0269   # per multiply-add of a dense product (three per dense-equivalent weight)
+CONV_MARGIN = 1.5
+
+
+def conv_costs(out_channels: int, patch: int, nnz: int) -> tuple[float, float]:
+    """Predicted (masked, sparse) nanoseconds per output pixel of one sample for a convolution with
+    ``patch = in_channels * kh * kw`` inputs per output and ``nnz`` connections."""
+    masked = 3 * CONV_DENSE_MAC_NS * out_channels * patch
+    sparse = CONV_PATCH_NS * patch + 3 * CONV_SPARSE_MAC_NS * nnz + CONV_OUTPUT_NS * out_channels
+    return masked, sparse
 
 
 def auto_backend(rows: int, cols: int, nnz: int, conv: bool = False) -> str:
-    """The backend ``auto`` picks for a layer of this dense size and nnz."""
+    """The backend ``auto`` picks for a layer of this dense size (``rows`` outputs, ``cols`` inputs: for a
+    convolution, output channels and in_channels * kh * kw) and nnz.
+
+    The choice depends on the structure's shape and size only, never on timings taken at run time, so a
+    run reproduces bit for bit.
+    """
     total = rows * cols
     if total < AUTO_MIN_WEIGHTS:
         return "masked"
-    limit = AUTO_MAX_DENSITY_CONV if conv else AUTO_MAX_DENSITY
-    return "sparse" if nnz <= limit * total else "masked"
+    if conv:
+        masked, sparse = conv_costs(rows, cols, nnz)
+        return "sparse" if CONV_MARGIN * sparse <= masked else "masked"
+    return "sparse" if nnz <= AUTO_MAX_DENSITY * total else "masked"
 
 
 def sparse_layers(model: nn.Module) -> list[tuple[str, _SparseLayer]]:
