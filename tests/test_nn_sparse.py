@@ -101,6 +101,24 @@ def test_conv_unbatched_input():
     torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
 
 
+def test_conv_without_autograd_runs_in_chunks_with_identical_results(monkeypatch):
+    """Evaluation of a large sparse convolution runs in batch chunks (less memory) and gives the same bits."""
+    from sparsetopo.nn import functional as sf
+    mask = make_mask(np.random.default_rng(3), 12, 5, "tenth") | np.eye(12, 5, dtype=bool)
+    a, b = pair(mask, (5, 12, 3), True, torch.float32, seed=0, padding=1)
+    x = torch.randn(7, 5, 6, 6)
+    whole = b(x).detach()  # autograd on: one pass over the whole batch
+    monkeypatch.setattr(sf, "NO_GRAD_CHUNK_ELEMENTS", 12 * 36 * 2)  # two samples per chunk
+    calls = []
+    original = sf.Im2ColT.apply
+    monkeypatch.setattr(sf.Im2ColT, "apply", lambda *args: calls.append(args[0].shape[0]) or original(*args))
+    with torch.no_grad():
+        chunked = b(x)
+    assert calls == [2, 2, 2, 1]
+    assert torch.equal(chunked, whole)
+    torch.testing.assert_close(chunked, a(x).detach(), rtol=1e-4, atol=1e-5)
+
+
 def test_linear_leading_dims_and_non_contiguous_input():
     mask = make_mask(np.random.default_rng(0), 6, 8, "random")
     a, b = pair(mask, (8, 6), False, torch.float32, seed=0)

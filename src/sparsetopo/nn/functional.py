@@ -224,6 +224,12 @@ class Im2ColT(torch.autograd.Function):
         return gx, None, None, None, None
 
 
+# Without autograd, a convolution whose output exceeds this many elements runs in batch chunks, so the
+# patch matrix and the product's (out_ch, batch*pixels) layout exist for one chunk at a time, not for the
+# whole batch beside the output.
+NO_GRAD_CHUNK_ELEMENTS = 1 << 23
+
+
 def sparse_conv2d(layer, x: torch.Tensor) -> torch.Tensor:
     """Convolution as a sparse product over (out_ch, in_ch*kh*kw) on feature-major patches.
 
@@ -237,6 +243,14 @@ def sparse_conv2d(layer, x: torch.Tensor) -> torch.Tensor:
     kh, kw = layer.kernel_size
     oh = (h + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
     ow = (w + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
+    per_sample = plan.rows * oh * ow
+    if not torch.is_grad_enabled() and n > 1 and n * per_sample > NO_GRAD_CHUNK_ELEMENTS:
+        # each output element is computed the same way whatever the chunk, so the result is identical
+        chunk = max(1, NO_GRAD_CHUNK_ELEMENTS // max(per_sample, 1))
+        out = x.new_empty(n, plan.rows, oh, ow)
+        for start in range(0, n, chunk):
+            out[start:start + chunk] = sparse_conv2d(layer, x[start:start + chunk])
+        return out if batched else out.squeeze(0)
     xt = Im2ColT.apply(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
     y = csr_linear(xt.t(), layer.weight_values, layer.bias, plan)   # (n*L, out), a transposed view
     y = y.t().reshape(plan.rows, n, oh * ow).permute(1, 0, 2).reshape(n, plan.rows, oh, ow)
