@@ -94,6 +94,19 @@ def test_conv_matches_masked(case):
         torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-10)
 
 
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 2, 2), (2, (1, 2), (2, 1)), (3, 0, 3)])
+def test_conv_dilation_and_stride_match_masked(stride, padding, dilation):
+    """The patch-gradient accumulation (the backward of the patch matrix) honours stride and dilation."""
+    rng = np.random.default_rng(11)
+    mask = make_mask(rng, 6, 4, "random") | np.eye(6, 4, dtype=bool)
+    a, b = pair(mask, (4, 6, 3), True, torch.float64, seed=2, stride=stride, padding=padding,
+                dilation=dilation)
+    x = torch.from_numpy(rng.standard_normal((3, 4, 11, 10)))
+    gy = torch.from_numpy(rng.standard_normal(tuple(a(x).shape)))
+    for ra, rb in zip(grads(a, x, gy), grads(b, x, gy)):
+        torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-10)
+
+
 def test_conv_unbatched_input():
     mask = np.ones((4, 3), dtype=bool)
     a, b = pair(mask, (3, 4, 3), True, torch.float32, seed=0, padding=1)
