@@ -442,10 +442,10 @@ AUTO_MIN_WEIGHTS = 65536
 # matrix (the strided copy and the fold of its gradient), for its three sparse products and for moving
 # the output; the dense convolution pays for three dense products. The sparse path is picked only when it
 # is predicted to be clearly faster.
-CONV_PATCH_NS = 7.1          # per patch-matrix element (in_ch * kh * kw of them)
-CONV_SPARSE_MAC_NS = 0.060   # per multiply-add of a sparse product (three per connection)
-CONV_OUTPUT_NS = 2.36        # per output channel
-CONV_DENSE_MAC_NS = 0.0269   # per multiply-add of a dense product (three per dense-equivalent weight)
+CONV_PATCH_NS = 6.64         # per patch-matrix element (in_ch * kh * kw of them)
+CONV_SPARSE_MAC_NS = 0.0227  # per multiply-add of a sparse product (three per connection)
+CONV_OUTPUT_NS = 4.63        # per output channel
+CONV_DENSE_MAC_NS = 0.0244   # per multiply-add of a dense product (three per dense-equivalent weight)
 CONV_MARGIN = 1.5
 
 
