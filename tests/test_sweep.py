@@ -142,6 +142,45 @@ def test_a_dead_worker_is_replaced_and_its_run_retried_then_failed(tmp_path):
     assert calls(out).count(failed["id"]) in (2, 3)
 
 
+class _RecordingPool:
+    def __init__(self) -> None:
+        self.tasks: list[dict] = []
+
+    def submit(self, fn, task):
+        import concurrent.futures as cf
+        self.tasks.append(task)
+        return cf.Future()
+
+    def shutdown(self, **kwargs) -> None:
+        pass
+
+
+class _BrokenPool(_RecordingPool):
+    def submit(self, fn, task):
+        from concurrent.futures.process import BrokenProcessPool
+        raise BrokenProcessPool("a child process terminated abruptly")
+
+
+def test_a_pool_broken_between_polls_does_not_lose_or_crash_a_submission():
+    """A worker can die after the last poll and before the next submit: the submit must not raise."""
+    import concurrent.futures as cf
+    from sparsetopo.experiments.runner import LocalBackend
+    backend = LocalBackend(jobs=2)
+    backend.pool.shutdown()
+    fresh = _RecordingPool()
+    backend._new_pool = lambda: fresh
+    # nothing in flight would report the crash: the pool is replaced at once and the task goes to it
+    backend.pool = _BrokenPool()
+    backend.submit({"run_id": "a"})
+    assert backend.pool is fresh and fresh.tasks == [{"run_id": "a"}] and backend.in_flight() == 1
+    assert backend.accepts()
+    # a run in flight will report the crash at the next poll: the new task waits to be retried alone
+    backend.pool = _BrokenPool()
+    backend.futures = {cf.Future(): {"run_id": "b"}}
+    backend.submit({"run_id": "c"})
+    assert backend.suspects == [{"run_id": "c"}] and not backend.accepts() and backend.in_flight() == 2
+
+
 def test_sigkill_mid_sweep_then_rerun_gives_every_run_exactly_once(tmp_path):
     text = EXP.replace("lr = [0.1, 100.0], seed = [0, 1]", "lr = [0.1], seed = [0, 1, 2, 3]")
     path, exp = experiment(tmp_path, text)

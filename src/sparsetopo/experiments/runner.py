@@ -105,6 +105,20 @@ class LocalBackend:
         return not self.isolating and len(self.futures) < self.jobs
 
     def submit(self, task: dict[str, Any]) -> None:
+        try:
+            self.futures[self.pool.submit(execute, task)] = task
+            return
+        except BrokenProcessPool:
+            pass
+        # A worker died since the last poll; this task never started.
+        if self.futures:
+            # the runs in flight report the crash at the next poll, which replaces the pool: keep the task
+            # with the runs to retry one at a time, and submit nothing more until then
+            self.isolating = True
+            self.suspects.append(task)
+            return
+        self.pool.shutdown(wait=False, cancel_futures=True)  # nothing in flight will report it: replace now
+        self.pool = self._new_pool()
         self.futures[self.pool.submit(execute, task)] = task
 
     def in_flight(self) -> int:
