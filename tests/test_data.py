@@ -223,6 +223,15 @@ def test_download_http_error_names_url(tmp_path: Path, serve) -> None:
         download(MNIST, tmp_path / "fresh", mirror=url, progress=False)
 
 
+def test_download_without_network_says_how_to_use_local_files(tmp_path: Path) -> None:
+    import socket
+    with socket.socket() as s:  # a loopback port nobody listens on: the connection is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DataError, match=r"download failed: .*set \$SPARSETOPO_DATA.*data verify"):
+        download(MNIST, tmp_path / "fresh", mirror=f"http://127.0.0.1:{port}/", progress=False)
+
+
 def test_download_official_archive_layout(tmp_path: Path, serve) -> None:
     """A dataset shipped as one archive (like CIFAR-10's) is fetched, each member verified, then written."""
     members = {"a.bin": b"alpha" * 100, "b.bin": b"beta" * 100}

@@ -46,7 +46,9 @@ def _fetch(url: str, dest: Path, *, progress: bool) -> None:
         raise DataError(f"{url}: download failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise DataError(f"{url}: download failed: {reason}") from None
+        raise DataError(f"{url}: download failed: {reason} (without network access, copy the dataset's files "
+                        "into a data root and pass --data-dir or set $SPARSETOPO_DATA; "
+                        "`sparsetopo data verify` lists the files expected)") from None
 
 
 def _check(item: DataFile, payload: bytes, source: str) -> None:
