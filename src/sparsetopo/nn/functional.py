@@ -256,11 +256,11 @@ def sparse_conv2d(layer, x: torch.Tensor) -> torch.Tensor:
     per_sample = plan.rows * oh * ow
     if not torch.is_grad_enabled() and n > 1 and n * per_sample > NO_GRAD_CHUNK_ELEMENTS:
         # each output element is computed the same way whatever the chunk, so the result is identical
-        chunk = max(1, NO_GRAD_CHUNK_ELEMENTS // max(per_sample, 1))
+        chunk = max(1, NO_GRAD_CHUNK_ELEMENTS // per_sample)
         out = x.new_empty(n, plan.rows, oh, ow)
         for start in range(0, n, chunk):
             out[start:start + chunk] = sparse_conv2d(layer, x[start:start + chunk])
-        return out if batched else out.squeeze(0)
+        return out
     xt = Im2ColT.apply(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
     y = csr_linear(xt.t(), layer.weight_values, layer.bias, plan)   # (n*L, out), a transposed view
     y = y.t().reshape(plan.rows, n, oh * ow).permute(1, 0, 2).reshape(n, plan.rows, oh, ow)

@@ -248,13 +248,10 @@ def transpose(a: np.ndarray) -> np.ndarray:
         return torch.from_numpy(a).t().contiguous().numpy()
     out = np.empty((cols, rows), dtype=a.dtype)
     threads = max(1, min(torch.get_num_threads(), a.size // (1 << 18), cols))
-    if threads == 1:
-        np.copyto(out, a.T)
-        return out
     bounds = [cols * i // threads for i in range(threads + 1)]
-    pool = _executor(threads - 1)
-    futures = [pool.submit(np.copyto, out[c0:c1], a[:, c0:c1].T) for c0, c1 in zip(bounds[1:-1], bounds[2:])]
-    np.copyto(out[:bounds[1]], a[:, :bounds[1]].T)
-    for f in futures:
-        f.result()
+    _run(_copy_transposed, list(zip(bounds[:-1], bounds[1:])), a, out)
     return out
+
+
+def _copy_transposed(c0: int, c1: int, a: np.ndarray, out: np.ndarray) -> None:
+    np.copyto(out[c0:c1], a[:, c0:c1].T)

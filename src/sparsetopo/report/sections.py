@@ -25,7 +25,6 @@ class Section:
     findings: list[Finding] = field(default_factory=list)
 
 
-
 def _finish_accuracy_panel(ax, xs_all, model: str, dataset: str) -> None:
     """Sparsity axis, title and legend of one model/dataset panel of an accuracy-vs-sparsity figure."""
     if xs_all:
@@ -33,6 +32,7 @@ def _finish_accuracy_panel(ax, xs_all, model: str, dataset: str) -> None:
     ax.set_title(_model_label(model, dataset))
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=7)
+
 
 def _group(runs: Iterable[Run], key: Callable[[Run], Any]) -> dict[Any, list[Run]]:
     out: dict[Any, list[Run]] = defaultdict(list)
