@@ -83,10 +83,10 @@ def fallback(key: tuple, known: dict[tuple, Cost]) -> Cost | None:
         for other in {k[1] for k in known if k[0] == model and k[1] != dataset}:
             base = fallback((model, other, None, "dense", oneshot, backend), known)
             wide = fallback((model, other, scale, "random", oneshot, backend), known)
-            if base and wide and base[1] > 0 and _scale_k(scale)[1] in {
+            if base and wide and base[1] > 0 and value in {
                     _scale_k(k[2])[1] for k in known if k[:2] == (model, other) and _scale_k(k[2])[0] == kind}:
                 f0, r0 = pts[0][1]
-                return f0 * wide[0] / max(base[0], 1e-9) if base[0] else f0, r0 * wide[1] / base[1]
+                return f0 * wide[0] / base[0] if base[0] else f0, r0 * wide[1] / base[1]
     if len(pts) == 1 or value < ks[0]:
         k0, (f0, r0) = pts[0]
         return f0, r0 * value / k0

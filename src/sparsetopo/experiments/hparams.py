@@ -94,10 +94,8 @@ def validate(command: str, params: Mapping[str, Any], where: str = "run") -> Non
     """Refuse bad values (an unknown optimiser, a negative learning rate, a sparsity of 1.5, ...) with the
     message the command itself would give, before any run starts."""
     check_options(command, params, where)
-    try:
-        from sparsetopo.training.hparams import build
-    except ImportError:  # pragma: no cover - the training package is part of sparsetopo
-        return
+    from sparsetopo.training.hparams import build
+
     values = {k: v for k, v in params.items() if k not in OPERATIONAL}
     for cls in _groups(command):
         try:
