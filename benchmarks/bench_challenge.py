@@ -30,7 +30,7 @@ from sparsetopo.challenge import (
     categories, generate_network, infer, inputs_path, load_inputs_file, load_network, reference_infer,
 )
 from sparsetopo.challenge.engine import resolve_threads
-from sparsetopo.challenge.store import cached_mnist_inputs, weight_paths
+from sparsetopo.challenge.files import cached_mnist_inputs, weight_paths
 from sparsetopo.errors import DataError
 from sparsetopo.fileio import atomic_write_json
 

@@ -22,7 +22,6 @@ process on the same inputs. Prints a table and writes ``benchmarks/results/bench
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

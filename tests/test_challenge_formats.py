@@ -15,7 +15,7 @@ from sparsetopo.challenge import (
     write_weights,
 )
 from sparsetopo.challenge.generate import generate_layers
-from sparsetopo.challenge.store import cache_root
+from sparsetopo.challenge.files import cache_root
 from sparsetopo.errors import DataError
 
 

@@ -200,7 +200,7 @@ def test_shipped_fig9_covers_the_papers_grid():
 
 def test_cost_estimates_fit_fixed_and_per_step_costs_and_interpolate_widths(tmp_path):
     from sparsetopo.experiments.estimate import cost_key, fallback, timings
-    from sparsetopo.experiments.store import ResultsStore
+    from sparsetopo.experiments.results import ResultsStore
 
     dense = {"model": "lenet5", "dataset": "mnist"}
     wide = {**dense, "topology": "random", "scale": "connections:10"}

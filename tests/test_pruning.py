@@ -16,7 +16,7 @@ from sparsetopo.cli import main
 from sparsetopo.errors import ConfigError, UserError
 from sparsetopo.nn import SparseConv2d, SparseLinear
 from sparsetopo.pruning import GradualPruning, cubic_sparsity, magnitude_masks, pruned_count, pruning_steps
-from sparsetopo.topology import Topology
+from sparsetopo.topology import load_topology
 from sparsetopo.training.api import run
 
 # A short gradual run: dense to step 20, prune at 20, 40, 60, 80, masks fixed from 80 to 120.
@@ -205,7 +205,7 @@ def test_gradual_run_reaches_exact_layer_sparsity_and_writes_a_full_topology(gra
     assert [p["step"] for p in s["pruning_steps"]] == [20, 40, 60, 80]
     layers = layers_of(gradual_run)
     state = model_state(gradual_run)
-    topo = Topology.load(gradual_run / "topology.npz")
+    topo = load_topology(gradual_run / "topology.npz")
     assert topo.names == ["fc1", "fc2", "fc3"] and topo.meta["method"] == "gradual"
     for i, name in enumerate(topo.names):
         mask = layers[name][1]
@@ -234,11 +234,11 @@ def test_gradual_run_resumes_exactly_after_being_killed(gradual_run: Path, tmp_p
     assert s["pruning_steps"] == reference["pruning_steps"]
     a, b = model_state(out), model_state(gradual_run)
     assert all(torch.equal(a[k], b[k]) for k in b)
-    assert Topology.load(out / "topology.npz").layers[0].nnz == Topology.load(gradual_run / "topology.npz").layers[0].nnz
+    assert load_topology(out / "topology.npz").layers[0].nnz == load_topology(gradual_run / "topology.npz").layers[0].nnz
 
 
 def test_retraining_on_the_pruned_topology_keeps_its_structure(gradual_run: Path, tmp_path: Path) -> None:
-    topo = Topology.load(gradual_run / "topology.npz")
+    topo = load_topology(gradual_run / "topology.npz")
     for init in ("sparse", f"rewind:{gradual_run}"):
         out = tmp_path / init.split(":")[0]
         s = run("train", {"topology": f"file:{gradual_run}/topology.npz", "seed": 1, "init": init,
@@ -261,7 +261,7 @@ def test_global_and_excluded_layers(tmp_path: Path) -> None:
     nnz = {l["name"]: l["nnz"] for l in s["layers"]}
     assert (235200 - nnz["fc1"]) + (30000 - nnz["fc2"]) == round(0.9 * 265200)
     assert nnz["fc3"] == 1000 and "fc3" not in s["layer_sparsity"]
-    topo = Topology.load(tmp_path / "g" / "topology.npz")
+    topo = load_topology(tmp_path / "g" / "topology.npz")
     assert topo.names == ["fc1", "fc2", "fc3"] and topo.weight_mask(2).all()
 
 
@@ -296,7 +296,7 @@ def test_lenet5_conv_layers_get_weight_level_masks_and_retrain(tmp_path: Path) -
     for layer in s["layers"]:  # conv1 has 150 weights: round(112.5) = 112 removed
         n = int(np.prod(layer["shape"]))
         assert n - layer["nnz"] == round(0.75 * n) and s["layer_sparsity"][layer["name"]] == round(0.75 * n) / n
-    topo = Topology.load(tmp_path / "p" / "topology.npz")
+    topo = load_topology(tmp_path / "p" / "topology.npz")
     assert [None if k is None else k.shape for k in topo.kernel_masks] == [(6, 1, 5, 5), (16, 6, 5, 5), None, None]
     assert removed(topo.kernel_masks[1]) == round(0.75 * 16 * 6 * 25)
     r = run("train", {"model": "lenet5", "widths": "6,16,64", "topology": f"file:{tmp_path}/p/topology.npz",

@@ -9,7 +9,7 @@ import pytest
 
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.spec import Experiment
-from sparsetopo.experiments.store import ResultsStore
+from sparsetopo.experiments.results import ResultsStore
 from sparsetopo.report import write_report
 from sparsetopo.report.stats import describe, plateau_test
 

@@ -9,7 +9,7 @@ import torch
 from sparsetopo.errors import ConfigError
 from sparsetopo.models import instantiate
 from sparsetopo.models.sparse import parse_scale, parse_topology, resolve_network
-from sparsetopo.topology import Topology, random_topology
+from sparsetopo.topology import Topology, random_topology, save_topology
 
 MNIST = ((1, 28, 28), 10)
 CIFAR = ((3, 32, 32), 10)
@@ -120,14 +120,14 @@ def test_scale_and_explicit_density_must_agree() -> None:
 def test_file_topology_by_names_and_shape_refusal(tmp_path) -> None:
     topo = random_topology([784, 300, 100], 0.2, seed=1)
     path = tmp_path / "t.npz"
-    topo.save(path)
+    save_topology(topo, path)
     net = resolve_network("lenet300", *MNIST, topology=f"file:{path}")
     assert net.topology.nnz == topo.nnz
     named = Topology(topo.layers, names=["fc1", "fc2"])
-    named.save(path)
+    save_topology(named, path)
     assert resolve_network("lenet300", *MNIST, topology=f"file:{path}").topology.names == ["fc1", "fc2"]
     wrong = random_topology([784, 200, 100], 0.2, seed=1)
-    wrong.save(path)
+    save_topology(wrong, path)
     with pytest.raises(ConfigError, match="needs a 784x300 .* gives 784x200"):
         resolve_network("lenet300", *MNIST, topology=f"file:{path}")
     with pytest.raises(ConfigError, match="no such file"):

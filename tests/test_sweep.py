@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import signal
@@ -17,7 +16,7 @@ import pytest
 
 from sparsetopo.experiments.runner import run_sweep
 from sparsetopo.experiments.spec import load_experiment
-from sparsetopo.experiments.store import ResultsStore
+from sparsetopo.experiments.results import ResultsStore
 
 TESTS = Path(__file__).resolve().parent
 FAKE = "test_sweep_fakerun:run"

@@ -20,7 +20,8 @@ COMMAND_MODULES = (
     "sparsetopo.data.commands",          # data verify / download
     "sparsetopo.topology.commands",      # topology radix / random / show
     "sparsetopo.pruning.commands",       # prune
-    "sparsetopo.experiments.commands",   # sweep, report, reproduce
+    "sparsetopo.experiments.commands",   # sweep
+    "sparsetopo.report.commands",        # report, reproduce
     "sparsetopo.challenge.commands",     # challenge ...
 )
 

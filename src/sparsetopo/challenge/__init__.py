@@ -18,7 +18,7 @@ from sparsetopo.challenge.generate import (
 )
 from sparsetopo.challenge.network import OFFICIAL_BIAS, ChallengeNetwork, default_bias
 from sparsetopo.challenge.reference import categories, reference_infer
-from sparsetopo.challenge.store import (
+from sparsetopo.challenge.files import (
     inputs_path, load_inputs_file, load_network, load_truth, truth_path, weight_paths,
 )
 

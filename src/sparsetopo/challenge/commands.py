@@ -148,10 +148,10 @@ def _progress(label: str):
 
 
 def _load_inputs(args: argparse.Namespace, neurons: int) -> tuple[Any, str]:
-    from sparsetopo.challenge.store import inputs_path, load_inputs_file
+    from sparsetopo.challenge.files import inputs_path, load_inputs_file
 
     if args.inputs == "mnist":
-        from sparsetopo.challenge.store import cached_mnist_inputs
+        from sparsetopo.challenge.files import cached_mnist_inputs
 
         return cached_mnist_inputs(neurons, args.data_dir, cache=not args.no_cache), "regenerated from MNIST"
     if args.inputs is not None:
@@ -159,7 +159,7 @@ def _load_inputs(args: argparse.Namespace, neurons: int) -> tuple[Any, str]:
     else:
         path = inputs_path(neurons, args.data_dir)
         if path is None:
-            from sparsetopo.challenge.store import challenge_dirs
+            from sparsetopo.challenge.files import challenge_dirs
 
             where = " or ".join(str(d) for d in challenge_dirs(args.data_dir))
             raise UserError(f"no sparse-images-{neurons}.tsv[.gz] under {where}; give --inputs FILE, or "
@@ -172,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sparsetopo.challenge.formats import read_truth, write_truth
     from sparsetopo.challenge.generate import generate_network
     from sparsetopo.challenge.network import default_bias
-    from sparsetopo.challenge.store import cached_generated_network, load_network, truth_path
+    from sparsetopo.challenge.files import cached_generated_network, load_network, truth_path
 
     n, n_layers = args.neurons, args.layers
     bias = default_bias(n) if args.bias is None else args.bias
@@ -258,7 +258,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_inputs(args: argparse.Namespace) -> int:
     from sparsetopo.challenge.formats import write_inputs
     from sparsetopo.challenge.generate import MNIST_THRESHOLD, mnist_inputs
-    from sparsetopo.challenge.store import load_inputs_file
+    from sparsetopo.challenge.files import load_inputs_file
 
     threshold = MNIST_THRESHOLD if args.threshold is None else args.threshold
     reference = load_inputs_file(args.compare, args.neurons) if args.compare else None

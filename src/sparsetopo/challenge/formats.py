@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sparsetopo.challenge._parse import _POW10, BAD_COUNT, BAD_NUMBER, parse_numbers
-from sparsetopo.data.store import read_payload
+from sparsetopo.data.files import read_payload
 from sparsetopo.errors import DataError
 from sparsetopo.fileio import atomic_path
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sparsetopo.data.download import download
 from sparsetopo.data.registry import DATASETS, get_spec
-from sparsetopo.data.store import RawDataset, read_raw, resolve_root, verify_dataset
+from sparsetopo.data.files import RawDataset, read_raw, resolve_root, verify_dataset
 
 __all__ = [
     "DATASETS", "Dataset", "RawDataset", "Split", "get_spec", "load_dataset", "load_raw", "resolve_root",

@@ -8,7 +8,7 @@ from typing import Any
 
 from sparsetopo.data.download import download
 from sparsetopo.data.registry import DATASETS, get_spec
-from sparsetopo.data.store import resolve_root, verify_dataset
+from sparsetopo.data.files import resolve_root, verify_dataset
 
 
 def _datasets(name: str | None) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sparsetopo.data.registry import DataFile, DatasetSpec
-from sparsetopo.data.store import dataset_root, find_file, sha256
+from sparsetopo.data.files import dataset_root, find_file, sha256
 from sparsetopo.errors import DataError
 from sparsetopo.fileio import atomic_write_bytes
 

@@ -10,7 +10,7 @@ import torch
 
 from sparsetopo.data.download import download
 from sparsetopo.data.registry import DatasetSpec, get_spec
-from sparsetopo.data.store import RawDataset, read_raw, resolve_root
+from sparsetopo.data.files import RawDataset, read_raw, resolve_root
 from sparsetopo.errors import ConfigError
 
 

@@ -10,7 +10,7 @@
 from sparsetopo.experiments.hparams import canonical, registered_defaults, run_id
 from sparsetopo.experiments.runner import SweepResult, run_sweep
 from sparsetopo.experiments.spec import Experiment, RunSpec, find_experiment_file, load_experiment, shipped_names
-from sparsetopo.experiments.store import ResultsStore
+from sparsetopo.experiments.results import ResultsStore
 
 __all__ = ["Experiment", "ResultsStore", "RunSpec", "SweepResult", "canonical", "find_experiment_file",
            "load_experiment", "registered_defaults", "run_id", "run_sweep", "shipped_names"]

@@ -1,17 +1,16 @@
-"""CLI: ``sparsetopo sweep``, ``sparsetopo report`` and ``sparsetopo reproduce``."""
+"""CLI: ``sparsetopo sweep`` (``report`` and ``reproduce`` live with the report, which reads sweeps)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.estimate import describe_plan
 from sparsetopo.experiments.runner import BACKENDS, run_sweep
-from sparsetopo.experiments.spec import find_experiment_file, load_experiment, shipped_names
+from sparsetopo.experiments.spec import find_experiment_file, load_experiment
 from sparsetopo.experiments.worker import DEFAULT_RUN_FN
 
 
@@ -25,7 +24,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _sweep_options(p: argparse.ArgumentParser) -> None:
+def sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="profile of the experiment file: smoke (minutes, for CI), quick (an evening "
                                      "on a laptop) or paper (the full protocol) (default: the file's default_profile)")
     p.add_argument("--jobs", type=_positive, help="runs at a time (local default: one per core; Ray default: the "
@@ -48,38 +47,19 @@ def register(subparsers: Any) -> None:
                     "are skipped; re-running an interrupted sweep resumes it.")
     p.add_argument("file", metavar="FILE", help="an experiment .toml file, or the name of a shipped one ("
                                                "fig7, fig8, fig9, ...)")
-    _sweep_options(p)
+    sweep_options(p)
     p.add_argument("--dry-run", action="store_true", help="print the runs and the estimated cost; run nothing")
     p.add_argument("--estimate-from", metavar="DIR", help="with --dry-run: estimate from the run timings in DIR "
                                                           "(default: --out)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (results.db and runs/)")
     p.set_defaults(handler=cmd_sweep)
 
-    p = subparsers.add_parser(
-        "report", help="figures, tables and a Markdown page from a sweep's results",
-        description="Read DIR/results.db and write REPORT/index.md, REPORT/figures/*.png|svg and "
-                    "REPORT/tables/*.csv|md: Fig. 7, 8 and 9 of the paper, training-instability figures, mean ± std "
-                    "tables and the paper's findings beside ours.")
-    p.add_argument("dir", metavar="DIR", help="the --out directory of one or more sweeps")
-    p.add_argument("--out", required=True, metavar="REPORT", help="folder for the report")
-    p.add_argument("--experiment", action="append", metavar="NAME", help="only this experiment (repeatable)")
-    p.set_defaults(handler=cmd_report)
 
-    p = subparsers.add_parser(
-        "reproduce", help="sweep and report the paper's figures with the shipped experiment files",
-        description="Run the shipped experiment files (fig7, fig8, fig9 or all of them, extensions included) into "
-                    "DIR and write the report to DIR/report. Interrupted? Run the same command again.")
-    p.add_argument("what", metavar="WHAT", help="fig7 | fig8 | fig9 | all | the name of another shipped file")
-    _sweep_options(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.set_defaults(handler=cmd_reproduce)
-
-
-def _load(names: list[str], profile: str | None) -> list[Any]:
+def load_experiments(names: list[str], profile: str | None) -> list[Any]:
     return [load_experiment(find_experiment_file(n), profile) for n in names]
 
 
-def _sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
+def sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
     if args.max_retries < 0:
         raise UserError(f"--max-retries {args.max_retries} is invalid: must be >= 0")
     result = run_sweep(experiments, args.out, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
@@ -92,34 +72,8 @@ def _sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    experiments = _load([args.file], args.profile)
+    experiments = load_experiments([args.file], args.profile)
     if args.dry_run:
         print(describe_plan(experiments, args.out, estimate_from=args.estimate_from))
         return 0
-    return _sweep(args, experiments)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from sparsetopo.report import write_report
-
-    index = write_report(args.dir, args.out, args.experiment)
-    print(f"report: {index}")
-    return 0
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from sparsetopo.report import write_report
-
-    names = shipped_names()
-    if args.what == "all":
-        chosen = names
-    elif args.what in names:
-        chosen = [args.what]
-    else:
-        raise UserError(f"reproduce {args.what!r}: choose all or one of: {', '.join(names)}")
-    experiments = _load(chosen, args.profile)  # every file is validated before anything runs
-    t0 = time.time()
-    code = _sweep(args, experiments)
-    index = write_report(args.out, Path(args.out) / "report", [e.name for e in experiments])
-    print(f"reproduce: report in {index} ({time.time() - t0:.0f} s in all)")
-    return code
+    return sweep(args, experiments)

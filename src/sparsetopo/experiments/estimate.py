@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from sparsetopo.experiments.hparams import registered_defaults
 from sparsetopo.experiments.runner import available_cores, plan
 from sparsetopo.experiments.spec import Experiment, RunSpec
-from sparsetopo.experiments.store import DB_NAME, DONE, ResultsStore
+from sparsetopo.experiments.results import DB_NAME, DONE, ResultsStore
 
 TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
 

@@ -2,7 +2,7 @@
 
 Layout of an output directory::
 
-    DIR/results.db          the results store (see :mod:`sparsetopo.experiments.store`)
+    DIR/results.db          the results store (see :mod:`sparsetopo.experiments.results`)
     DIR/runs/<run id>/      one directory per run (hparams.json, metrics.jsonl, summary.json, checkpoint)
 
 Runs already completed (or diverged) in ``results.db`` are skipped; a run whose dependency did not complete
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.spec import Experiment, RunSpec, order_runs
-from sparsetopo.experiments.store import DONE, ResultsStore
+from sparsetopo.experiments.results import DONE, ResultsStore
 from sparsetopo.experiments.worker import DEFAULT_RUN_FN, execute, init_local_worker, make_task
 
 BACKENDS = ("local", "ray")

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.hparams import resolve
-from sparsetopo.experiments.store import read_metrics_file
+from sparsetopo.experiments.results import read_metrics_file
 
 DEFAULT_RUN_FN = "sparsetopo.training.api:run"
 LOCKS = ".locks"

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from sparsetopo.errors import ConfigError
 from sparsetopo.models.lenet import ModelArch
 from sparsetopo.models.registry import DEFAULT_WIDTHS, model_arch
-from sparsetopo.topology import Topology, radix_net, random_topology
+from sparsetopo.topology import Topology, load_topology, radix_net, random_topology
 
 RANDOM_MODES = ("bernoulli", "exact", "fanin")
 
@@ -224,7 +224,7 @@ def resolve_network(
         path = Path(spec.path)
         if not path.exists():
             raise ConfigError(f"--topology {topology}: no such file {path}")
-        topo = Topology.load(path)
+        topo = load_topology(path)
         if topo.names is not None:
             unknown = [n for n in topo.names if n not in arch.names]
             if unknown:

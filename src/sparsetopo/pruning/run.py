@@ -26,7 +26,7 @@ from sparsetopo.models.sparse import Network
 from sparsetopo.pruning.gradual import GradualPruning
 from sparsetopo.pruning.hparams import PRUNE_GROUPS, PruneHparams
 from sparsetopo.pruning.magnitude import layer_sparsity, magnitude_masks
-from sparsetopo.topology import Topology
+from sparsetopo.topology import Topology, save_topology
 from sparsetopo.training import rundir
 from sparsetopo.training.hparams import TRAIN_GROUPS, build, canonical, collect, load_toml
 from sparsetopo.training.loop import CHECKPOINT, METRICS, LoopResult, evaluate
@@ -75,10 +75,10 @@ def weight_masks(model: nn.Module, arch: ModelArch) -> dict[str, np.ndarray]:
     return out
 
 
-def save_topology(model: nn.Module, arch: ModelArch, path: Path, meta: dict[str, Any]) -> Topology:
+def write_topology(model: nn.Module, arch: ModelArch, path: Path, meta: dict[str, Any]) -> Topology:
     masks = weight_masks(model, arch)
     topo = Topology.from_weight_masks([masks[n] for n in arch.names], names=list(arch.names), meta=meta)
-    topo.save(path)
+    save_topology(topo, path)
     return topo
 
 
@@ -143,7 +143,7 @@ def run_gradual(groups: list[Any], options: RunOptions) -> dict[str, Any]:
             summary["pruned_test_accuracy"] = None
             return
         summary["pruned_test_accuracy"] = summary["final_test_accuracy"]
-        save_topology(model, network.arch, out / TOPOLOGY,
+        write_topology(model, network.arch, out / TOPOLOGY,
                       _meta(ph, network.arch, names, run_id, summary["final_test_accuracy"]))
 
     return execute("prune", groups, options, network=network, prepare=prepare, finish=finish)
@@ -224,7 +224,7 @@ def run_oneshot(groups: list[Any], options: RunOptions, given: set[str] | None =
     with atomic_path(out / CHECKPOINT) as tmp:
         torch.save({"step": 0, "model": pruned.state_dict(), "metrics": metrics}, tmp)
     atomic_write_text(out / METRICS, "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
-    save_topology(pruned, network.arch, out / TOPOLOGY, _meta(ph, network.arch, names, run_id, test_acc))
+    write_topology(pruned, network.arch, out / TOPOLOGY, _meta(ph, network.arch, names, run_id, test_acc))
 
     result = LoopResult("completed", 0, metrics, time.perf_counter() - started)
     summary = summarise(result, pruned, pruned_net, run_id, "prune")

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.hparams import RUN_TOKEN, registered_defaults
-from sparsetopo.experiments.store import DB_NAME, ResultsStore
+from sparsetopo.experiments.results import DB_NAME, ResultsStore
 
 SEED_KEYS = ("seed", "data_seed")
 # Options that never tell two configurations apart in a table (where the files are, run references).

@@ -9,8 +9,9 @@ from typing import Any
 
 from sparsetopo.errors import ConfigError
 from sparsetopo.topology.core import Topology
+from sparsetopo.topology.io import load_topology, save_topology
 from sparsetopo.topology.radix import radix_net
-from sparsetopo.topology.randomnets import MODES, random_topology
+from sparsetopo.topology.randomnets import MODES, random_equivalent, random_topology
 
 
 def _int_list(text: str, sep: str, what: str) -> list[int]:
@@ -98,13 +99,13 @@ def _emit(topo: Topology, args: argparse.Namespace) -> int:
     else:
         print(format_report(rep))
     if getattr(args, "save", None):
-        topo.save(args.save)
+        save_topology(topo, args.save)
         print(f"saved {args.save}", file=log)
     if args.plot:
         from sparsetopo.topology.plot import plot_topologies
 
         if args.compare_seed is not None:
-            other = topo.random_equivalent(args.compare_seed)
+            other = random_equivalent(topo, args.compare_seed)
             plot_topologies([topo, other], args.plot, titles=[_title(topo), f"random equivalent (seed {args.compare_seed})"])
         else:
             plot_topologies([topo], args.plot, titles=[_title(topo)])
@@ -140,7 +141,7 @@ def cmd_random(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     _check_png(args.plot, args.compare_seed)
-    topo = Topology.load(args.file)
+    topo = load_topology(args.file)
     return _emit(topo, args)
 
 

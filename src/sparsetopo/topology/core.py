@@ -14,7 +14,6 @@ layer's output channels feed the first fully-connected layer of a LeNet.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -396,46 +395,3 @@ class Topology:
                 }
             )
         return rows
-
-    # ------------------------------------------------------------------ random equivalent
-    def random_equivalent(self, seed: int) -> "Topology":
-        """A random topology with the same layer shapes and the same nnz per layer (uniform placement).
-
-        A conv layer whose kernel mask keeps every kernel position of its connected channel pairs gets the
-        same kind of mask over its random channel pairs; any other kernel mask is replaced by a uniformly
-        random weight-level mask with the same number of nonzero weights."""
-        from sparsetopo.topology.randomnets import _check_seed, _exact_layer, _sample_distinct
-
-        _check_seed(seed)
-        rng = np.random.default_rng(seed)
-        layers, kms = [], []
-        for i, m in enumerate(self.layers):
-            km = self.kernel_masks[i]
-            full = km is not None and int(km.sum()) == m.nnz * km.shape[2] * km.shape[3]
-            if km is None or full:
-                adj = _exact_layer(rng, m.shape[0], m.shape[1], m.nnz)
-                layers.append(adj)
-                kms.append(None if km is None else expand_kernel_mask(adj, km.shape[2:]))
-            else:
-                pos = _sample_distinct(rng, km.size, int(km.sum()))
-                new = np.zeros(km.size, dtype=bool)
-                new[pos] = True
-                new = new.reshape(km.shape)
-                layers.append(new.any(axis=(2, 3)).T)
-                kms.append(new)
-        meta = {"kind": "random_equivalent", "seed": int(seed), "of": self.meta}
-        return Topology(layers, names=self.names, kernel_masks=kms, meta=meta)
-
-    # ------------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to one ``.npz`` file (index arrays + JSON header), atomically."""
-        from sparsetopo.topology.io import save_topology
-
-        save_topology(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Topology":
-        """Read a file written by :meth:`save`; corrupt or inconsistent files raise ``ConfigError``."""
-        from sparsetopo.topology.io import load_topology
-
-        return load_topology(path)

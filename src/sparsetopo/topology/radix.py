@@ -11,7 +11,6 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
 from sparsetopo.errors import ConfigError
 from sparsetopo.topology.core import Topology, _canonical_csr

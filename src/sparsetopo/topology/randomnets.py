@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sparsetopo.errors import ConfigError
-from sparsetopo.topology.core import Topology, _canonical_csr
+from sparsetopo.topology.core import Topology, _canonical_csr, expand_kernel_mask
 
 MODES = ("bernoulli", "exact", "fanin")
 # Use a bitmap of the population for distinct sampling up to this many candidate positions.
@@ -209,3 +209,30 @@ def random_topology(sizes: Sequence[int], density: float | Sequence[float], seed
             layers.append(_bernoulli_layer(rng, n_in, n_out, d))
     meta = {"kind": "random", "mode": mode, "sizes": sizes_l, "density": dens, "seed": seed_i}
     return Topology._from_canonical(layers, meta=meta)
+
+
+def random_equivalent(topo: Topology, seed: int) -> Topology:
+    """A random topology with ``topo``'s layer shapes and the same nnz per layer (uniform placement).
+
+    A conv layer whose kernel mask keeps every kernel position of its connected channel pairs gets the
+    same kind of mask over its random channel pairs; any other kernel mask is replaced by a uniformly
+    random weight-level mask with the same number of nonzero weights."""
+    _check_seed(seed)
+    rng = np.random.default_rng(seed)
+    layers, kms = [], []
+    for i, m in enumerate(topo.layers):
+        km = topo.kernel_masks[i]
+        full = km is not None and int(km.sum()) == m.nnz * km.shape[2] * km.shape[3]
+        if km is None or full:
+            adj = _exact_layer(rng, m.shape[0], m.shape[1], m.nnz)
+            layers.append(adj)
+            kms.append(None if km is None else expand_kernel_mask(adj, km.shape[2:]))
+        else:
+            pos = _sample_distinct(rng, km.size, int(km.sum()))
+            new = np.zeros(km.size, dtype=bool)
+            new[pos] = True
+            new = new.reshape(km.shape)
+            layers.append(new.any(axis=(2, 3)).T)
+            kms.append(new)
+    meta = {"kind": "random_equivalent", "seed": int(seed), "of": topo.meta}
+    return Topology(layers, names=topo.names, kernel_masks=kms, meta=meta)

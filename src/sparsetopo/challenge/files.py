@@ -28,7 +28,7 @@ from sparsetopo.challenge.formats import PathLike, read_inputs, read_truth, read
 from sparsetopo.challenge.network import (
     YMAX, ChallengeNetwork, column_width, default_bias, ell_rows, index_dtype, transpose_tables,
 )
-from sparsetopo.data.store import find_file, resolve_root
+from sparsetopo.data.files import find_file, resolve_root
 from sparsetopo.errors import ConfigError, DataError
 from sparsetopo.fileio import atomic_path, atomic_write_json, user_cache_dir
 
