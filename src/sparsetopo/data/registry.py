@@ -24,6 +24,7 @@ class DatasetSpec:
     archive_prefix: str = ""  # folder inside the archive holding the files
     input_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
+    train_examples: int = 60000  # size of the official training split (before any held-out validation)
     mean: tuple[float, ...] = field(default=(0.0,))
     std: tuple[float, ...] = field(default=(1.0,))
     classes: tuple[str, ...] = ()
@@ -76,6 +77,7 @@ CIFAR10 = DatasetSpec(
     archive="cifar-10-binary.tar.gz",
     archive_prefix="cifar-10-batches-bin/",
     input_shape=(3, 32, 32),
+    train_examples=50000,
     mean=(0.4914, 0.4822, 0.4465),
     std=(0.2470, 0.2435, 0.2616),
     classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
