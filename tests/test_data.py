@@ -223,13 +223,21 @@ def test_download_http_error_names_url(tmp_path: Path, serve) -> None:
         download(MNIST, tmp_path / "fresh", mirror=url, progress=False)
 
 
-def test_download_without_network_says_how_to_use_local_files(tmp_path: Path) -> None:
+def refused_url() -> str:
+    """A loopback URL nobody listens on: connecting is refused at once, as offline."""
     import socket
-    with socket.socket() as s:  # a loopback port nobody listens on: the connection is refused
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def test_download_without_network_says_how_to_use_local_files(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("SPARSETOPO_DATA")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    from sparsetopo.data.files import default_root
     with pytest.raises(DataError, match=r"download failed: .*set \$SPARSETOPO_DATA.*data verify"):
-        download(MNIST, tmp_path / "fresh", mirror=f"http://127.0.0.1:{port}/", progress=False)
+        download(MNIST, default_root(), mirror=refused_url(), progress=False)
 
 
 def test_download_official_archive_layout(tmp_path: Path, serve) -> None:
@@ -265,3 +273,142 @@ def test_unwritable_root_with_missing_files_is_refused_clearly(tmp_path: Path) -
     blocker.write_text("a file where the data root's folder would go")
     with pytest.raises(DataError, match="cannot write the missing files here"):
         download(MNIST, blocker, progress=False)
+
+
+# ----------------------------------------------------------------------------------------- checksums on load
+
+
+def tiny_spec(root: Path) -> DatasetSpec:
+    """A four-file IDX dataset written (gzipped) into ``root/tiny``, with its true digests in the spec."""
+    rng = np.random.default_rng(0)
+    payloads = {"train-images-idx3-ubyte": idx_images(rng.integers(0, 256, (3, 28, 28))),
+                "train-labels-idx1-ubyte": idx_labels(np.array([0, 1, 2])),
+                "t10k-images-idx3-ubyte": idx_images(rng.integers(0, 256, (2, 28, 28))),
+                "t10k-labels-idx1-ubyte": idx_labels(np.array([3, 4]))}
+    (root / "tiny").mkdir(parents=True)
+    for name, payload in payloads.items():
+        (root / "tiny" / f"{name}.gz").write_bytes(gzip.compress(payload, mtime=0))
+    roles = {"train-images": "train_images", "train-labels": "train_labels", "t10k-images": "test_images",
+             "t10k-labels": "test_labels"}
+    return DatasetSpec(name="tiny", folder="tiny", default_mirror="", archive=None, files=tuple(
+        DataFile(n, hashlib.sha256(d).hexdigest(), roles[n.rsplit("-", 2)[0]]) for n, d in payloads.items()))
+
+
+def test_load_refuses_a_flipped_pixel_in_a_regzipped_file(mnist_copy: Path, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SPARSETOPO_CACHE", str(tmp_path / "cache"))
+    target = mnist_copy / "mnist" / "t10k-images-idx3-ubyte.gz"
+    payload = bytearray(gzip.decompress(target.read_bytes()))
+    payload[5000] ^= 0x01  # one pixel: same size, still a valid IDX file
+    target.write_bytes(gzip.compress(bytes(payload), compresslevel=1))
+    for _ in range(2):  # a mismatch is never remembered as checked
+        with pytest.raises(DataError) as err:
+            load_raw("mnist", mnist_copy)
+        msg = str(err.value)
+        assert msg.startswith(f"{target}: checksum mismatch: sha256 ") and "\n" not in msg
+        assert "expected 0fa7898d509279e4" in msg and "sparsetopo data verify" in msg
+        assert "sparsetopo data download --dataset mnist" in msg
+
+
+def test_load_hashes_each_unchanged_file_only_once(tmp_path: Path, monkeypatch) -> None:
+    import sparsetopo.data.files as files
+
+    monkeypatch.setenv("SPARSETOPO_CACHE", str(tmp_path / "cache"))
+    spec = tiny_spec(tmp_path / "root")
+    calls: list[int] = []
+    real = files.sha256
+    monkeypatch.setattr(files, "sha256", lambda data: calls.append(len(data)) or real(data))
+    raw = files.read_raw(spec, tmp_path / "root")
+    assert raw.train_images.shape == (3, 1, 28, 28) and len(calls) == 4
+    cache = tmp_path / "cache" / files.CHECKSUM_CACHE
+    assert cache.is_file() and not [p for p in cache.parent.iterdir() if p.name.startswith(".")]
+    files.read_raw(spec, tmp_path / "root")
+    assert len(calls) == 4  # the second load re-hashes nothing
+    labels = tmp_path / "root" / "tiny" / "t10k-labels-idx1-ubyte.gz"
+    os.utime(labels, ns=(1, 1))  # a changed mtime: that file (only) is checked again
+    files.read_raw(spec, tmp_path / "root")
+    assert len(calls) == 5
+    files.read_raw(spec, tmp_path / "root")
+    assert len(calls) == 5
+    cache.write_text("{ not json")  # a corrupt cache is ignored and rewritten
+    files.read_raw(spec, tmp_path / "root")
+    assert len(calls) == 9 and "mtime_ns" in cache.read_text()
+    other = replace(spec, files=(replace(spec.files[0], sha256="0" * 64), *spec.files[1:]))
+    with pytest.raises(DataError, match="checksum mismatch"):  # the expected digest is part of the key
+        files.read_raw(other, tmp_path / "root")
+
+
+# ----------------------------------------------------------------------------------------- before any work
+
+
+def test_ensure_datasets_offline_raises_one_error_naming_every_dataset(tmp_path: Path, monkeypatch) -> None:
+    import sparsetopo.data.files as files
+    from sparsetopo.data import ensure_datasets
+
+    monkeypatch.setattr(files, "SYSTEM_ROOTS", (tmp_path / "system",))
+    root = tmp_path / "cache" / "sparsetopo" / "data"
+    with pytest.raises(DataError) as err:
+        ensure_datasets(["mnist", "cifar10", "MNIST"], root, mirror=refused_url())
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"dataset(s) mnist, cifar10 missing from data root {root} (from --data-dir; also searched "
+                          f"{tmp_path / 'system'})")
+    assert "mnist: http://127.0.0.1:" in msg and "cifar10: not tried once offline" in msg  # offline: tried once, not twice
+    assert "pass a --data-dir that holds them" in msg
+    assert f"`sparsetopo data download --dataset NAME --data-dir {root}` for each" in msg
+    assert not (tmp_path / "cache").exists()  # no empty folders left behind
+
+
+def test_ensure_datasets_accepts_present_and_system_folder_datasets(tmp_path: Path, data_root: Path,
+                                                                    monkeypatch) -> None:
+    import sparsetopo.data.files as files
+    from sparsetopo.data import ensure_datasets
+
+    ensure_datasets(["mnist", "cifar10"], data_root, mirror=refused_url())  # all there: nothing fetched
+    monkeypatch.setattr(files, "SYSTEM_ROOTS", (data_root,))
+    empty = tmp_path / "empty"
+    ensure_datasets(["mnist"], empty, mirror=refused_url())  # found in the system folder
+    assert not empty.exists()
+
+
+def test_ensure_datasets_downloads_what_is_missing(tmp_path: Path, data_root: Path, serve, monkeypatch) -> None:
+    import sparsetopo.data.files as files
+    from sparsetopo.data import ensure_datasets
+
+    monkeypatch.setattr(files, "SYSTEM_ROOTS", ())
+    mirror = tmp_path / "mirror"
+    shutil.copytree(data_root / "mnist", mirror / "mnist")
+    ensure_datasets(["mnist"], tmp_path / "root", mirror=serve(mirror))
+    assert tree(tmp_path / "root" / "mnist") == sorted(f"{f.name}.gz" for f in MNIST.files)
+
+
+def test_failed_download_removes_the_folders_it_created(tmp_path: Path, serve) -> None:
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(DataError, match="HTTP 404"):
+        download(MNIST, existing / "a" / "b", mirror=serve(tmp_path / "nothing-here"), progress=False)
+    assert tree(existing) == []  # a/, a/b/ and a/b/mnist/ are gone; the folder that was there stays
+    with pytest.raises(DataError, match="download failed"):
+        download(MNIST, existing, mirror=refused_url(), progress=False)
+    assert existing.is_dir() and tree(existing) == []
+
+
+def test_missing_file_message_names_the_path_and_where_the_root_came_from(mnist_copy: Path, monkeypatch) -> None:
+    gone = mnist_copy / "mnist" / "t10k-labels-idx1-ubyte"
+    (mnist_copy / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv("SPARSETOPO_DATA", str(mnist_copy))
+    with pytest.raises(DataError) as err:
+        load_raw("mnist", download_missing=True, mirror=refused_url())
+    msg = str(err.value)
+    assert msg.startswith(f"{gone}: missing (data root {mnist_copy}, from $SPARSETOPO_DATA); http://127.0.0.1:")
+    assert "set $SPARSETOPO_DATA" not in msg and "point $SPARSETOPO_DATA (or --data-dir) at a folder" in msg
+    assert "\n" not in msg
+    with pytest.raises(DataError) as err:
+        load_raw("mnist", mnist_copy, download_missing=True, mirror=refused_url())
+    assert f"(data root {mnist_copy}, from --data-dir)" in str(err.value)
+    assert str(gone) in str(err.value) and "mnist/train-images" not in str(err.value)  # only the missing one
+    assert "SPARSETOPO_DATA" not in str(err.value)
+    monkeypatch.delenv("SPARSETOPO_DATA")
+    monkeypatch.setenv("HOME", str(mnist_copy.parent / "home"))
+    with pytest.raises(DataError, match=r"the default cache, as neither --data-dir nor \$SPARSETOPO_DATA is set"):
+        load_raw("mnist", download_missing=True, mirror=refused_url())
+    assert not (mnist_copy.parent / "home").exists()

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparsetopo.data.download import download
+from sparsetopo.data.download import download, ensure_datasets
 from sparsetopo.data.registry import DATASETS, get_spec
 from sparsetopo.data.files import RawDataset, read_raw, resolve_root, verify_dataset
 
 __all__ = [
     "DATASETS", "Dataset", "RawDataset", "Split", "get_spec", "load_dataset", "load_raw", "resolve_root",
-    "verify_dataset", "download", "read_raw",
+    "verify_dataset", "download", "ensure_datasets", "read_raw",
 ]
 
 _TENSORS = ("Dataset", "Split", "load_dataset", "load_raw")

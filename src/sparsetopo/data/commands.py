@@ -8,7 +8,7 @@ from typing import Any
 
 from sparsetopo.data.download import download
 from sparsetopo.data.registry import DATASETS, get_spec
-from sparsetopo.data.files import resolve_root, verify_dataset
+from sparsetopo.data.files import resolve_root, root_origin, verify_dataset
 
 
 def _datasets(name: str | None) -> list[str]:
@@ -32,7 +32,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     root = resolve_root(args.data_dir)
     for name in _datasets(args.dataset):
-        written = download(get_spec(name), root, mirror=args.mirror, progress=not args.quiet and sys.stderr.isatty())
+        written = download(get_spec(name), root, mirror=args.mirror, progress=not args.quiet and sys.stderr.isatty(),
+                           origin=root_origin(args.data_dir))
         print(f"{name}: " + (f"downloaded {len(written)} file(s) into {root / get_spec(name).folder}" if written
                              else "all files present"))
     return 0

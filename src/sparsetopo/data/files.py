@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from sparsetopo.data.formats import (
 )
 from sparsetopo.data.registry import DataFile, DatasetSpec
 from sparsetopo.errors import DataError
+from sparsetopo.fileio import atomic_write_json, user_cache_dir
 
 CIFAR_PY_FOLDER = "cifar-10-batches-py"
 _CIFAR_PY_NAMES = {f"data_batch_{i}.bin": f"data_batch_{i}" for i in range(1, 6)} | {"test_batch.bin": "test_batch"}
@@ -36,6 +39,38 @@ def resolve_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return default_root()
+
+
+def root_origin(data_dir: str | os.PathLike[str] | None = None) -> str:
+    """Where :func:`resolve_root` takes the root from, for messages: ``--data-dir``, ``$SPARSETOPO_DATA`` or
+    ``default``."""
+    if data_dir:
+        return "--data-dir"
+    return "$SPARSETOPO_DATA" if os.environ.get("SPARSETOPO_DATA") else "default"
+
+
+def origin_of(root: Path) -> str:
+    """The most likely origin of a root handed over as a path: ``$SPARSETOPO_DATA`` or ``default`` when it is
+    that folder, else ``--data-dir``."""
+    env = os.environ.get("SPARSETOPO_DATA")
+    if env and Path(env).expanduser() == root:
+        return "$SPARSETOPO_DATA"
+    return "default" if root == default_root() and not env else "--data-dir"
+
+
+def describe_origin(origin: str) -> str:
+    if origin == "default":
+        return "the default cache, as neither --data-dir nor $SPARSETOPO_DATA is set"
+    return f"from {origin}"
+
+
+def fix_advice(origin: str) -> str:
+    """How to point the package at a folder that has the files, without advising what is already done."""
+    if origin == "--data-dir":
+        return "or pass a --data-dir that holds them"
+    if origin == "$SPARSETOPO_DATA":
+        return "or point $SPARSETOPO_DATA (or --data-dir) at a folder that holds them"
+    return "or pass --data-dir or set $SPARSETOPO_DATA to a folder that holds them"
 
 
 SYSTEM_ROOTS = (Path("/usr/share/datasets"),)  # Debian's dataset-* packages
@@ -92,6 +127,53 @@ def is_python_batch(path: Path) -> bool:
     return path.parent.name == CIFAR_PY_FOLDER
 
 
+# ------------------------------------------------------------------------------------------ checksum cache
+# A file whose SHA-256 matched once is remembered by its resolved path, size and mtime_ns (and the digest it
+# matched), so that loading it again costs no hashing. The cache is an optimisation: unreadable or corrupt,
+# it is ignored and rewritten; unwritable, it is skipped.
+
+CHECKSUM_CACHE = "data-checksums.json"
+_CACHE_VERSION = 1
+
+
+def checksum_cache_file() -> Path:
+    return user_cache_dir() / CHECKSUM_CACHE
+
+
+def _read_checksum_cache() -> dict[str, Any]:
+    try:
+        obj = json.loads(checksum_cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(obj, dict) or obj.get("version") != _CACHE_VERSION or not isinstance(obj.get("files"), dict):
+        return {}
+    return obj["files"]
+
+
+def _write_checksum_cache(new: dict[str, Any]) -> None:
+    files = _read_checksum_cache()  # merge with what other processes recorded meanwhile
+    files.update(new)
+    files = {k: v for k, v in files.items() if os.path.exists(k)}
+    try:
+        atomic_write_json(checksum_cache_file(), {"version": _CACHE_VERSION, "files": files})
+    except OSError:
+        pass
+
+
+def _stamp(path: Path, expected: str) -> tuple[str, dict[str, Any]]:
+    st = path.stat()
+    return str(path.resolve()), {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
+
+
+def _check_digest(spec: DatasetSpec, item: DataFile, path: Path, payload: bytes, advise: bool = True) -> None:
+    digest = sha256(payload)
+    if digest != item.sha256:
+        raise DataError(f"{path}: checksum mismatch: sha256 {digest[:16]}..., expected {item.sha256[:16]}..."
+                        + (f" (damaged or not the official {item.name}; run `sparsetopo data verify`, then replace "
+                           f"it or delete it and run `sparsetopo data download --dataset {spec.name}`)"
+                           if advise else ""))
+
+
 @dataclass
 class FileStatus:
     name: str
@@ -104,24 +186,27 @@ def verify_dataset(spec: DatasetSpec, root: Path) -> list[FileStatus]:
     """Check every file of ``spec`` under ``root``: present, parseable, and the right SHA-256."""
     root = dataset_root(spec, root)
     result = []
+    verified: dict[str, Any] = {}
     for item in spec.files:
         path = find_file(root, spec, item)
         if path is None:
             result.append(FileStatus(item.name, None, "missing"))
             continue
         try:
+            key, stamp = _stamp(path, item.sha256)
             payload = read_payload(path)
             if is_python_batch(path):
                 parse_cifar_pickle(payload, str(path))  # a different encoding: no published checksum to match
             else:
-                digest = sha256(payload)
-                if digest != item.sha256:
-                    raise DataError(f"{path}: checksum mismatch: sha256 {digest[:16]}..., expected {item.sha256[:16]}...")
+                _check_digest(spec, item, path, payload, advise=False)
                 _parse(spec, item, payload, str(path))
+                verified[key] = stamp
         except DataError as exc:
             result.append(FileStatus(item.name, path, "corrupt", str(exc)))
             continue
         result.append(FileStatus(item.name, path, "ok"))
+    if verified:
+        _write_checksum_cache(verified)
     return result
 
 
@@ -146,18 +231,30 @@ class RawDataset:
 
 
 def read_raw(spec: DatasetSpec, root: Path) -> RawDataset:
-    """Read and strictly parse every file of ``spec`` under ``root`` (all must be present)."""
+    """Read and strictly parse every file of ``spec`` under ``root`` (all must be present).
+
+    Each file's SHA-256 is checked against the registry the first time it is read; a match is remembered
+    (see :func:`checksum_cache_file`) so that later loads of the unchanged file skip the hashing.
+    """
     root = dataset_root(spec, root)
     parts: dict[str, list] = {"train_images": [], "train_labels": [], "test_images": [], "test_labels": []}
+    known = _read_checksum_cache()
+    verified: dict[str, Any] = {}
     for item in spec.files:
         path = find_file(root, spec, item)
         if path is None:
             raise DataError(f"{root / spec.folder / item.name}: missing (run `sparsetopo data download --dataset {spec.name}`)")
+        python_batch = is_python_batch(path)
+        if not python_batch:  # the stamp before the read: a file changed meanwhile is not taken as checked
+            key, stamp = _stamp(path, item.sha256)
         payload = read_payload(path)
-        if is_python_batch(path):
+        if python_batch:
             images, labels = parse_cifar_pickle(payload, str(path), spec.num_classes)
         else:
             parsed = _parse(spec, item, payload, str(path))
+            if known.get(key) != stamp:
+                _check_digest(spec, item, path, payload)
+                verified[key] = stamp
             if isinstance(parsed, tuple):
                 images, labels = parsed
             elif item.role.endswith("_images"):
@@ -174,4 +271,6 @@ def read_raw(spec: DatasetSpec, root: Path) -> RawDataset:
         n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
         if n_img != n_lab:
             raise DataError(f"{root / spec.folder}: {split} split has {n_img} images but {n_lab} labels")
+    if verified:
+        _write_checksum_cache(verified)
     return RawDataset(spec.name, **arrays)

@@ -10,7 +10,7 @@ import torch
 
 from sparsetopo.data.download import download
 from sparsetopo.data.registry import DatasetSpec, get_spec
-from sparsetopo.data.files import RawDataset, read_raw, resolve_root
+from sparsetopo.data.files import RawDataset, read_raw, resolve_root, root_origin
 from sparsetopo.errors import ConfigError
 
 
@@ -44,7 +44,7 @@ def load_raw(
     spec = get_spec(name)
     root = resolve_root(data_dir)
     if download_missing:
-        download(spec, root, mirror=mirror, progress=progress)
+        download(spec, root, mirror=mirror, progress=progress, origin=root_origin(data_dir))
     return read_raw(spec, root)
 
 
