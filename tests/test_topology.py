@@ -425,3 +425,37 @@ def test_load_refuses_corrupt_files(tmp_path):
         assert name in str(info.value)
     with pytest.raises(ConfigError, match="no such file"):
         load_topology(tmp_path / "missing.npz")
+
+
+def _set_indptr(data, index, value):  # layer 2 is LeNet-5's dense 400 x 120 fc1
+    indptr = data["indptr_2"].copy()
+    indptr[index] = value
+    data["indptr_2"] = indptr
+
+
+@pytest.mark.parametrize(
+    "mutate, problem",
+    [
+        (lambda d: _set_indptr(d, 0, 5), "layer 2: indptr[0] is 5, must be 0"),
+        (lambda d: _set_indptr(d, 3, 0), "layer 2: indptr decreases from indptr[2] = "),
+        (lambda d: _set_indptr(d, -1, d["indptr_2"][-1] - 1), "layer 2: indptr ends at "),
+        (lambda d: d.__setitem__("indptr_2", d["indptr_2"][:-1].copy()), "layer 2: indptr has "),
+        (lambda d: d.__setitem__("indices_2", d["indices_2"][:-1].copy()), "layer 2: "),
+    ],
+)
+def test_load_names_what_is_wrong_with_indptr(tmp_path, mutate, problem):
+    path = tmp_path / "lenet.npz"
+    save_topology(_lenet5_like(), path)
+    _rewrite(path, mutate)
+    with pytest.raises(ConfigError) as info:
+        load_topology(path)
+    msg = str(info.value)
+    assert problem in msg and "\n" not in msg
+    if "decreases" in problem:
+        assert msg.endswith("to indptr[3] = 0, must be non-decreasing")
+    if "ends at" in problem:
+        assert "must equal the header's nnz" in msg
+    if "has " in problem:
+        assert "must have" in msg and "rows + 1" in msg
+    if problem == "layer 2: ":
+        assert "column indices, header says nnz" in msg

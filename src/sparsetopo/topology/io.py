@@ -53,6 +53,22 @@ def _bad(path: Any, problem: str) -> ConfigError:
     return ConfigError(f"topology file {str(path)!r}: {problem}")
 
 
+def _check_indptr(path: Any, i: int, indptr: np.ndarray, rows: int, nnz: int) -> None:
+    """A CSR row pointer: ``rows + 1`` entries, starting at 0, non-decreasing, ending at ``nnz``."""
+    if indptr.shape[0] != rows + 1:
+        raise _bad(path, f"layer {i}: indptr has {indptr.shape[0]} entries, must have {rows + 1} ({rows} rows + 1)")
+    if indptr[0] != 0:
+        raise _bad(path, f"layer {i}: indptr[0] is {int(indptr[0])}, must be 0")
+    drops = np.flatnonzero(np.diff(indptr) < 0)
+    if drops.size:
+        j = int(drops[0])
+        raise _bad(path, f"layer {i}: indptr decreases from indptr[{j}] = {int(indptr[j])} to indptr[{j + 1}] = "
+                         f"{int(indptr[j + 1])}, must be non-decreasing")
+    if indptr[-1] != nnz:
+        raise _bad(path, f"layer {i}: indptr ends at {int(indptr[-1])} (indptr[{rows}]), must equal the header's "
+                         f"nnz {nnz}")
+
+
 def load_topology(path: str | os.PathLike[str]) -> Topology:
     """Read a topology written by :func:`save_topology`, refusing corrupt or inconsistent files."""
     p = Path(path)
@@ -95,12 +111,9 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
         if indptr.ndim != 1 or indices.ndim != 1 or not np.issubdtype(indptr.dtype, np.integer) \
                 or not np.issubdtype(indices.dtype, np.integer):
             raise _bad(path, f"layer {i}: index arrays are not 1-D integer arrays")
-        if indptr.shape[0] != n_in + 1:
-            raise _bad(path, f"layer {i}: indptr has {indptr.shape[0]} entries, expected {n_in + 1} for {n_in} inputs")
-        if indices.shape[0] != nnz or indptr[0] != 0 or indptr[-1] != nnz:
-            raise _bad(path, f"layer {i}: {indices.shape[0]} indices and indptr end {int(indptr[-1])}, header says nnz {nnz}")
-        if np.any(np.diff(indptr) < 0):
-            raise _bad(path, f"layer {i}: indptr is not non-decreasing")
+        _check_indptr(path, i, indptr, n_in, nnz)
+        if indices.shape[0] != nnz:
+            raise _bad(path, f"layer {i}: {indices.shape[0]} column indices, header says nnz {nnz}")
         if nnz and (indices.min() < 0 or indices.max() >= n_out):
             raise _bad(path, f"layer {i}: column index out of range 0..{n_out - 1}")
         # within a row, indices must be strictly increasing (canonical, no duplicates)
