@@ -190,3 +190,85 @@ def test_describe_uses_the_sample_standard_deviation():
     assert st.std == pytest.approx(0.0141421, rel=1e-4)
     assert describe([0.5]).std == 0.0 and describe([]).n == 0
     assert describe([0.9, 0.92]).text() == "91.00 ± 1.41 (n=2)"
+
+
+# ----------------------------------------------------------------------------------------- one seed
+
+
+@pytest.fixture(scope="module")
+def one_seed_store(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("one-seed") / "store"
+    store = ResultsStore(out)
+    f7, f9 = experiment("fig7", "fig7"), experiment("fig9", "fig9")
+    base = {"dataset": "mnist", "steps": 1000, "model": "lenet300"}
+    add(store, f7, "dense", "train-d", "train", base, 0.98)
+    for s in (0.5, 0.9):
+        g = add(store, f7, "gradual", f"prune-g-{s}", "prune", {**base, "method": "gradual", "sparsity": s}, 0.97,
+                pruned=0.97)
+        add(store, f7, "retrain", f"train-r-{s}", "train",
+            {**base, "seed": 100, "topology": f"file:{{run:{g}}}/topology.npz"}, 0.96)
+    add(store, f9, "dense", "train-9d", "train", {**base, "seed": 0}, 0.98)
+    add(store, f9, "conn", "train-9c", "train", {**base, "seed": 0, "topology": "random", "scale": "connections:10"},
+        0.975)
+    add(store, f9, "neur", "train-9n", "train", {**base, "seed": 0, "topology": "random", "scale": "neurons:0.1"},
+        0.96)
+    for exp in (f7, f9):
+        store.register_experiment(exp)
+    store.close()
+    return out
+
+
+@pytest.fixture()
+def drawn(monkeypatch) -> dict:
+    """The report's figures by name, drawn (Agg) but not written out: fast."""
+    import matplotlib.pyplot as plt
+
+    import sparsetopo.report.figures as F
+
+    figs: dict = {}
+
+    def keep(fig, folder, name):
+        fig.canvas.draw()
+        plt.close(fig)
+        figs[name] = fig
+        return [f"{name}.png", f"{name}.svg"]
+
+    monkeypatch.setattr(F, "save", keep)
+    return figs
+
+
+def test_one_seed_spread_panel_says_why_it_is_empty(one_seed_store, tmp_path, drawn):
+    write_report(one_seed_store, tmp_path / "r")
+    for name in ("fig7_instability", "fig9_instability"):
+        spread, plateaus = drawn[name].axes
+        assert spread.get_title() == "spread across seeds"
+        assert [t.get_text() for t in spread.texts] == ["one seed per configuration: no spread to show (n=1)"]
+        assert spread.get_legend() is None and not spread.lines  # no legend for lines that are not drawn
+        labels = [t.get_text() for t in plateaus.get_legend().get_texts()]
+        assert labels and len(labels) == len(plateaus.lines)  # the plateau fractions can be shown: they are
+
+
+def test_spread_panel_draws_only_what_has_two_seeds():
+    from sparsetopo.report.sections import InstabilityCurve, instability_figure
+
+    two = InstabilityCurve("two seeds", [0.5, 0.9], [1.2, 0.8], [2, 2], [0.0, 0.5])
+    one = InstabilityCurve("one seed", [0.5, 0.9], [float("nan")] * 2, [1, 1], [0.0, 1.0])
+    spread, plateaus = instability_figure([two, one]).axes
+    assert [t.get_text() for t in spread.get_legend().get_texts()] == ["two seeds"]
+    assert len(spread.lines) == 1 and not spread.texts
+    assert [t.get_text() for t in plateaus.get_legend().get_texts()] == ["two seeds", "one seed"]
+
+
+def test_index_links_the_store_relative_to_the_page(one_seed_store, tmp_path, monkeypatch, drawn):
+    import os
+    import re
+
+    elsewhere = tmp_path / "work" / "deep"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)  # neither the store's nor the report's folder
+    out = tmp_path / "site" / "report"
+    index = write_report(os.path.relpath(one_seed_store), os.path.relpath(out), ["fig9"])
+    m = re.search(r"Results store: \[`([^`]+)`\]\(<([^>]+)>\)", index.read_text())
+    assert m and m.group(1) == m.group(2)
+    assert (out / m.group(1)).resolve() == (one_seed_store / "results.db").resolve()
+    assert not Path(m.group(1)).is_absolute()

@@ -7,11 +7,13 @@ with a section per experiment (drawn according to its kind: fig7, fig8, fig9, lr
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterable
 
 from sparsetopo.errors import UserError
 from sparsetopo.fileio import atomic_write_text
+from sparsetopo.experiments.results import DB_NAME
 from sparsetopo.report.data import ReportData
 from sparsetopo.report.findings import Finding
 from sparsetopo.report.sections import BUILDERS, Section, runs_table
@@ -57,19 +59,20 @@ def write_report(results_dir: str | Path, out_dir: str | Path, experiments: Iter
         for table in sec.tables:
             table.write(tabs)
         sections.append((exp, sec))
-    page = _page(data, sections)
     index = out / "index.md"
+    page = _page(data, sections, index.parent)
     atomic_write_text(index, page)
     return index
 
 
-def _page(data: ReportData, sections: list[tuple[dict, Section]]) -> str:
+def _page(data: ReportData, sections: list[tuple[dict, Section]], page_dir: Path) -> str:
     total = len(data.runs)
     by_status: dict[str, int] = {}
     for r in data.runs.values():
         by_status[r.status] = by_status.get(r.status, 0) + 1
+    store = Path(os.path.relpath(os.path.abspath(data.dir / DB_NAME), os.path.abspath(page_dir))).as_posix()
     lines = ["# Training behaviour of sparse topologies: results", "",
-             f"Results store: `{data.dir / 'results.db'}`: {total} runs ("
+             f"Results store: [`{store}`](<{store}>): {total} runs ("
              + ", ".join(f"{v} {k}" for k, v in sorted(by_status.items())) + ").", "",
              "Accuracies are test accuracies in percent, mean ± sample standard deviation over seeds with the "
              "number of runs n. Figures are in `figures/` (PNG and SVG), tables in `tables/` (CSV and Markdown).",

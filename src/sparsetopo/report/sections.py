@@ -224,6 +224,64 @@ def _plateau_summary(runs: list[Run], data: ReportData, x_of: Callable[[Run], fl
 # Training instability (shared by Fig. 7, 8, 9)
 
 
+@dataclass
+class InstabilityCurve:
+    """One series of the instability figure: per sparsity, the std over seeds (NaN with under two
+    finished runs), the number of runs with a final accuracy, and the fraction of runs that plateau."""
+
+    name: str
+    xs: list[float] = field(default_factory=list)
+    spreads: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    plateaued: list[float] = field(default_factory=list)
+
+
+def _legend(ax: Any, fontsize: float) -> None:
+    """A legend of what the panel draws, none when it draws nothing labelled."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=fontsize)
+
+
+def _say(ax: Any, text: str) -> None:
+    """Write in an empty panel why it is empty (and drop its meaningless y ticks)."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8, wrap=True)
+    ax.set_yticks([])
+
+
+def instability_figure(curves: list[InstabilityCurve]) -> Any:
+    """The two-panel instability figure (matplotlib Figure): spread across seeds, fraction that plateaus.
+
+    Only series with a spread to show are drawn in the spread panel (a configuration needs two seeds);
+    when none has one, the panel says so instead of showing empty axes.
+    """
+    fig, axes = F.panel_grid(2, ncols=2, size=(5.0, 3.4))
+    shown = 0
+    for curve in curves:
+        pts = [(x, y) for x, y in zip(curve.xs, curve.spreads) if not math.isnan(y)]
+        if pts:
+            axes[0].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=curve.name)
+            shown += 1
+        axes[1].plot(curve.xs, curve.plateaued, marker="o", label=curve.name)
+    all_x = [x for curve in curves for x in curve.xs]
+    for ax in axes:
+        if all_x:
+            F.sparsity_axis(ax, all_x)
+    if not shown:
+        most = max((n for curve in curves for n in curve.seeds), default=0)  # 0 or 1 here
+        _say(axes[0], "one seed per configuration: no spread to show (n=1)" if most == 1
+             else "no run has a final accuracy: no spread to show (n=0)")
+        axes[0].set_xlim(axes[1].get_xlim())  # the same sparsities as the panel beside it
+    else:
+        axes[0].set_ylabel("std of final test accuracy over seeds (points)")
+    _legend(axes[0], 6)
+    _legend(axes[1], 6)
+    axes[0].set_title("spread across seeds")
+    axes[1].set_ylabel("fraction of runs that plateau")
+    axes[1].set_ylim(-0.05, 1.05)
+    axes[1].set_title("plateaus (see the plateau test)")
+    return fig
+
+
 def _instability(sec: Section, data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path,
                  x_of: Callable[[Run], float], series_of: Callable[[Run], str]) -> None:
     runs = [r for r in runs if r.status in ("completed", "diverged")]
@@ -238,10 +296,10 @@ def _instability(sec: Section, data: ReportData, exp: dict[str, Any], runs: list
                        "of its configuration; it is stuck if that stretch reaches its last evaluation.")
     groups = _group(runs, lambda r: (_model_label(r.get("model"), r.get("dataset")), series_of(r), x_of(r)))
     series = sorted({(k[0], k[1]) for k in groups})
-    fig, axes = F.panel_grid(2, ncols=2, size=(5.0, 3.4))
+    curves: list[InstabilityCurve] = []
     for model, setting in series:
         xs = sorted(k[2] for k in groups if k[:2] == (model, setting))
-        spreads, fracs = [], []
+        curve = InstabilityCurve(f"{model}, {setting}" if len(series) > 1 else model)
         for x in xs:
             g = groups[(model, setting, x)]
             st = describe(r.final for r in g)
@@ -249,21 +307,12 @@ def _instability(sec: Section, data: ReportData, exp: dict[str, Any], runs: list
             n_st = sum(pl[r.id].stuck for r in g)
             table.add(model, setting, x, st, (st.max - st.min) * 100 if st.n else None, f"{n_pl}/{len(g)}",
                       f"{n_st}/{len(g)}")
-            spreads.append(st.std * 100 if st.n > 1 else math.nan)
-            fracs.append(n_pl / len(g))
-        name = f"{model}, {setting}" if len(series) > 1 else model
-        axes[0].plot(xs, spreads, marker="o", label=name)
-        axes[1].plot(xs, fracs, marker="o", label=name)
-    all_x = [k[2] for k in groups]
-    for ax in axes:
-        F.sparsity_axis(ax, all_x)
-        ax.legend(fontsize=6)
-    axes[0].set_ylabel("std of final test accuracy over seeds (points)")
-    axes[0].set_title("spread across seeds")
-    axes[1].set_ylabel("fraction of runs that plateau")
-    axes[1].set_ylim(-0.05, 1.05)
-    axes[1].set_title("plateaus (see the plateau test)")
-    F.save(fig, folder, f"{exp['name']}_instability")
+            curve.xs.append(x)
+            curve.spreads.append(st.std * 100 if st.n > 1 else math.nan)
+            curve.seeds.append(st.n)
+            curve.plateaued.append(n_pl / len(g))
+        curves.append(curve)
+    F.save(instability_figure(curves), folder, f"{exp['name']}_instability")
     sec.figures.append((f"{exp['name']}_instability",
                         "Training instability: standard deviation of the final test accuracy across seeds (left) "
                         "and the fraction of runs that plateau (right), against sparsity."))
