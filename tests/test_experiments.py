@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from sparsetopo.errors import ConfigError
-from sparsetopo.experiments import hparams as hp
+from sparsetopo.desc.hparams import hp
+from sparsetopo.desc.identity import RunDesc
+from sparsetopo.runs import describe
 from sparsetopo.experiments.spec import find_experiment_file, load_experiment, order_runs, shipped_names
 
 GRID = """
@@ -89,37 +91,49 @@ def test_dependencies_are_symbolic_run_references(tmp_path):
     for r in exp.runs:
         for dep in r.deps:
             assert order.index(dep) < order.index(r.id)
-    # resolved only when a run executes, to that run's directory
-    resolved = hp.resolve(exp.runs[-1].params, tmp_path / "runs")
-    assert resolved["topology"] == f"file:{(tmp_path / 'runs' / exp.runs[-1].deps[0]).resolve()}/topology.npz"
+    # the id names the parent run by its id, never by a path
+    assert exp.runs[-1].id == describe("train", exp.runs[-1].params).run_id
+
+
+def rid(command: str, params: dict) -> str:
+    return describe(command, params).run_id
 
 
 def test_run_id_is_stable_and_ignores_defaults_and_operational_options():
     params = {"model": "lenet5", "lr": 0.1, "seed": 3, "steps": 300}
-    rid = hp.run_id("train", params)
-    assert rid == "train-b61e2b132d191871"  # pinned: a change here renames every existing run
-    assert hp.run_id("train", dict(reversed(list(params.items())))) == rid
-    assert hp.run_id("train", {"model": "lenet5", "seed": 3, "steps": 300}) == rid  # lr 0.1 is the default
-    assert hp.run_id("train", {**params, "batch_size": 100, "optimizer": "sgd", "topology": "dense"}) == rid
-    assert hp.run_id("train", {**params, "data_dir": "/data", "checkpoint_every": 50}) == rid
-    assert hp.run_id("train", {**params, "lr": 1}) == hp.run_id("train", {**params, "lr": 1.0})
-    assert hp.run_id("train", {**params, "lr": 0.2}) != rid
-    assert hp.run_id("prune", params) != rid
+    base = rid("train", params)
+    assert base == "train-b61e2b132d19"  # pinned: a change here renames every existing run
+    assert rid("train", dict(reversed(list(params.items())))) == base
+    assert rid("train", {"model": "lenet5", "seed": 3, "steps": 300}) == base  # lr 0.1 is the default
+    assert rid("train", {**params, "batch_size": 100, "optimizer": "sgd", "topology": "dense"}) == base
+    assert rid("train", {**params, "data_dir": "/data", "checkpoint_every": 50}) == base
+    assert rid("train", {**params, "lr": 1}) == rid("train", {**params, "lr": 1.0})
+    assert rid("train", {**params, "steps": 300.0}) == base
+    assert rid("train", {**params, "lr": 0.2}) != base
+    assert rid("train", {**params, "threads": 1}) != base  # the thread count changes the sums
+    assert rid("prune", {**params, "sparsity": 0.5}) != base
 
 
 def test_a_new_hyperparameter_with_a_default_does_not_rename_old_runs():
-    params = {"model": "lenet5", "seed": 3, "steps": 300}
-    old = dict(hp.registered_defaults("train"))
-    new = {**old, "label_smoothing": 0.0}
-    assert hp.run_id("train", params, new) == hp.run_id("train", params, old)
-    assert hp.run_id("train", {**params, "label_smoothing": 0.0}, new) == hp.run_id("train", params, old)
-    assert hp.run_id("train", {**params, "label_smoothing": 0.1}, new) != hp.run_id("train", params, old)
+    from dataclasses import dataclass
+
+    from sparsetopo.training.hparams import DataHparams, ModelHparams, TrainHparams
+
+    @dataclass(frozen=True)
+    class Newer(TrainHparams):
+        label_smoothing: float = hp(0.0, "a hyperparameter added later")
+
+    old = describe("train", {"model": "lenet5", "seed": 3, "steps": 300})
+    dh, mh, th = old.group(DataHparams), old.group(ModelHparams), old.group(TrainHparams)
+    kept = RunDesc("train", (dh, mh, Newer(**{**th.__dict__})))
+    assert kept.run_id == old.run_id
+    assert RunDesc("train", (dh, mh, Newer(**{**th.__dict__, "label_smoothing": 0.1}))).run_id != old.run_id
 
 
 def test_defaults_follow_the_training_dataclasses():
-    defaults = hp.registered_defaults("prune")
-    assert defaults["lr"] == 0.1 and defaults["batch_size"] == 100 and defaults["optimizer"] == "sgd"
-    assert (defaults["begin"], defaults["end"], defaults["frequency"]) == (2000, 5000, 200)
+    desc = describe("prune", {"sparsity": 0.9})
+    assert desc.get("lr") == 0.1 and desc.get("batch_size") == 100 and desc.get("optimizer") == "sgd"
+    assert (desc.get("begin"), desc.get("end"), desc.get("frequency")) == (2000, 5000, 200)
 
 
 def test_same_run_in_two_stages_is_one_run(tmp_path):
@@ -173,7 +187,7 @@ def test_shipped_files_expand_under_every_profile(profile):
         exp = load_experiment(find_experiment_file(name), profile)
         assert exp.name == name and exp.runs
         for run in exp.runs:
-            hp.check_options(run.command, run.params)
+            assert describe(run.command, run.params).run_id == run.id
             assert ("steps" in run.params) != ("epochs" in run.params)
 
 
@@ -208,17 +222,20 @@ def test_cost_estimates_fit_fixed_and_per_step_costs_and_interpolate_widths(tmp_
         for i, (params, steps, cpu) in enumerate([(dense, 100, 10.0), (dense, 400, 25.0), (wide, 100, 60.0)]):
             store.record_run(f"train-{i}", "train", {**params, "steps": steps}, "completed",
                              summary={"wall_seconds": 1.0}, cpu_seconds=cpu)
+    def key(params: dict) -> tuple:
+        return cost_key(describe("train", params))
+
     known = timings(tmp_path)
-    assert known[cost_key("train", dense)] == pytest.approx((5.0, 0.05))  # 5 s per run + 0.05 s per step
-    assert known[cost_key("train", wide)] == pytest.approx((0.0, 0.6))   # one length: cost per step
-    four = fallback(cost_key("train", {**wide, "scale": "connections:4"}), known)
+    assert known[key(dense)] == pytest.approx((5.0, 0.05))  # 5 s per run + 0.05 s per step
+    assert known[key(wide)] == pytest.approx((0.0, 0.6))   # one length: cost per step
+    four = fallback(key({**wide, "scale": "connections:4"}), known)
     assert four[1] == pytest.approx(0.05 + (0.6 - 0.05) * 3 / 9)
-    assert fallback(cost_key("train", {**wide, "scale": "neurons:0.1"}), known) == pytest.approx((5.0, 0.05))
-    assert fallback(cost_key("train", {**dense, "dataset": "cifar10"}), known) is None
+    assert fallback(key({**wide, "scale": "neurons:0.1"}), known) == pytest.approx((5.0, 0.05))
+    assert fallback(key({**dense, "dataset": "cifar10"}), known) is None
     # CIFAR-10 measured dense only: widened as LeNet-5 widens on MNIST (x12 per step here)
     with ResultsStore(tmp_path) as store:
         store.record_run("train-c", "train", {**dense, "dataset": "cifar10", "steps": 100}, "completed",
                          summary={"wall_seconds": 1.0}, cpu_seconds=8.0)
     known = timings(tmp_path)
-    wide_cifar = fallback(cost_key("train", {**wide, "dataset": "cifar10"}), known)
+    wide_cifar = fallback(key({**wide, "dataset": "cifar10"}), known)
     assert wide_cifar[1] == pytest.approx(0.08 * 0.6 / 0.05)

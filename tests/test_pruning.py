@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +18,7 @@ from sparsetopo.errors import ConfigError, UserError
 from sparsetopo.nn import SparseConv2d, SparseLinear
 from sparsetopo.pruning import GradualPruning, cubic_sparsity, magnitude_masks, pruned_count, pruning_steps
 from sparsetopo.topology import load_topology
-from sparsetopo.training.api import run
+from sparsetopo.runs import run
 
 # A short gradual run: dense to step 20, prune at 20, 40, 60, 80, masks fixed from 80 to 120.
 GRADUAL = {"method": "gradual", "sparsity": 0.9, "begin": 20, "end": 80, "frequency": 20, "steps": 120,
@@ -26,11 +27,15 @@ GRADUAL = {"method": "gradual", "sparsity": 0.9, "begin": 20, "end": 80, "freque
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    """Small convolutions run much faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """Small convolutions run much faster on one thread than on two contended ones: runs that set no thread
+    count take $OMP_NUM_THREADS."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
-    torch.set_num_threads(before)
+    if before is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = before
 
 
 def summary(out: Path) -> dict:
@@ -252,7 +257,19 @@ def test_retraining_on_the_pruned_topology_keeps_its_structure(gradual_run: Path
     origin = torch.load(gradual_run / "weights-step0.pt", weights_only=True)
     for i, name in enumerate(topo.names):
         mask = torch.from_numpy(topo.weight_mask(i))
-        assert torch.equal(start[f"{name}.weight"], origin[f"{name}.weight"] * mask)
+        assert start[f"{name}.weight_values"].numel() == int(mask.sum())  # nnz-sized, not dense
+        assert torch.equal(snapshot_weight(start, name), snapshot_weight(origin, name) * mask)
+
+
+def snapshot_weight(state: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """A snapshot layer (CSR: indptr, indices, values over the flattened weight) as its dense weight."""
+    shape = tuple(state[f"{name}.weight_shape_"].tolist())
+    indptr, indices = state[f"{name}.weight_indptr"], state[f"{name}.weight_indices"].long()
+    rows = torch.repeat_interleave(torch.arange(len(indptr) - 1), indptr.diff())
+    cols = int(np.prod(shape[1:]))
+    dense = torch.zeros(shape[0] * cols)
+    dense[rows * cols + indices] = state[f"{name}.weight_values"]
+    return dense.reshape(shape)
 
 
 def test_global_and_excluded_layers(tmp_path: Path) -> None:
@@ -280,7 +297,11 @@ def test_oneshot_prunes_the_smallest_final_weights_and_records_accuracy(dense_ru
         assert torch.equal(pruned, w * mask)  # kept weights unchanged, no retraining
         assert w[~mask].abs().max() <= w[mask].abs().min()
     assert (out / "weights-step50.pt").exists()  # the dense run's snapshots, for --init rewind:ONESHOT@50
-    assert json.loads((out / "hparams.json").read_text())["canonical"]["from_run"] == str(dense_run)
+    # the dense run is named by its id, not its path; where it was is a hint relative to this run
+    dense_id = json.loads((dense_run / "hparams.json").read_text())["run_id"]
+    meta = json.loads((out / "hparams.json").read_text())
+    assert meta["canonical"]["from_run"] == f"{{run:{dense_id}}}"
+    assert (out / meta["refs"][dense_id]).resolve() == dense_run.resolve()
     # a second call returns the finished run
     assert run("prune", {"method": "oneshot", "from_run": str(dense_run), "sparsity": 0.95}, out) == s
 

@@ -241,20 +241,26 @@ def test_two_writers_at_once(tmp_path):
         assert conn.execute("SELECT COUNT(*) FROM metrics").fetchone() == (120 * 20,)
 
 
-def test_two_sweeps_of_one_directory_at_once_run_each_run_once(tmp_path):
+def test_a_second_sweep_of_a_busy_directory_is_refused_and_each_run_runs_once(tmp_path):
     text = EXP.replace("lr = [0.1, 100.0], seed = [0, 1]", "lr = [0.1], seed = [0, 1, 2]")
     path, exp = experiment(tmp_path, text)
     out = tmp_path / "out"
-    code = ("import sys; from sparsetopo.experiments import load_experiment, run_sweep; "
-            "r = run_sweep([load_experiment(sys.argv[1], 'paper')], sys.argv[2], jobs=1, run_fn=sys.argv[3], "
-            "progress=False); sys.exit(0 if r.ok else 1)")
-    cmd = [sys.executable, "-c", code, str(path), str(out), FAKE]
-    env = {**os.environ, "FAKE_RUN_SECONDS": "0.05"}
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err.decode()
-    assert sorted(calls(out)) == sorted(r.id for r in exp.runs)  # the per-run lock: never run twice
+    cmd = [sys.executable, "-m", "sparsetopo", "sweep", str(path), "--profile", "paper", "--out", str(out),
+           "--jobs", "1", "--run-fn", FAKE]
+    env = {**os.environ, "FAKE_RUN_SECONDS": "0.3"}
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not calls(out) and time.time() < deadline:  # the first sweep holds the directory
+        time.sleep(0.05)
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2
+    err = second.stderr.strip().splitlines()
+    assert len(err) == 1 and "is in use by another sweep" in err[0] and "Traceback" not in second.stderr
+    _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, first_err.decode()
+    assert sorted(calls(out)) == sorted(r.id for r in exp.runs)  # each run exactly once
+    with sqlite3.connect(out / "results.db") as conn:  # and recorded with its own timing, once
+        assert conn.execute("SELECT MAX(attempts) FROM runs").fetchone() == (1,)
     assert dict(db_rows(out)) == {r.id: "completed" for r in exp.runs}
 
 

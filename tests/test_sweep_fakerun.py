@@ -1,8 +1,9 @@
-"""A stand-in for ``sparsetopo.training.api.run`` used by the sweep tests (no tests here).
+"""A stand-in for ``sparsetopo.runs.run`` used by the sweep tests (no tests here).
 
 It follows the run contract: writes hparams.json, metrics.jsonl, summary.json (and topology.npz for prune
 runs) into ``out_dir``; returns the existing summary when called again on a finished directory; refuses a
-directory holding other parameters; checks that the files its parameters refer to exist. ``lr >= 100``
+directory holding other parameters; finds the runs its parameters name as ``{run:ID}`` beside ``out_dir``
+and checks that the files it refers to exist. ``lr >= 100``
 diverges, ``widths = "301,100"`` raises, ``widths = "302,100"`` kills the process, ``widths = "303,100"`` writes a
 checkpoint half way and kills the process the first time (called again, it resumes from the checkpoint and
 records ``resumed_from_step`` in the summary). The time it takes per run is
@@ -13,16 +14,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from sparsetopo.errors import UserError
 
+RUN_TOKEN = re.compile(r"\{run:([A-Za-z0-9_.\-]+)\}")
 
-def run(command: str, params: dict[str, Any], out_dir: str | os.PathLike[str], *, quiet: bool = True,
-        threads: int | None = None) -> dict[str, Any]:
+
+def locate(text: str, out: Path) -> str:
+    return RUN_TOKEN.sub(lambda m: str(out.parent / m.group(1)), text)
+
+
+def run(command: str, params: dict[str, Any], out_dir: str | os.PathLike[str], *, quiet: bool = True) -> dict[str, Any]:
     out = Path(out_dir)
+    threads = params.get("threads")
     out.mkdir(parents=True, exist_ok=True)
     hp_path = out / "hparams.json"
     record = {"command": command, "params": params}
@@ -36,11 +44,12 @@ def run(command: str, params: dict[str, Any], out_dir: str | os.PathLike[str], *
     log = out.parent.parent / "calls.log"
     with open(log, "a") as fh:
         fh.write(f"{out.name} {os.getpid()} {threads}\n")
-    topo = str(params.get("topology", "dense"))
+    topo = locate(str(params.get("topology", "dense")), out)
     if topo.startswith("file:") and not Path(topo[5:]).exists():
         raise UserError(f"topology file {topo[5:]} not found")
-    if params.get("from_run") and not (Path(params["from_run"]) / "summary.json").exists():
-        raise UserError(f"from_run {params['from_run']} has not finished")
+    source = locate(str(params.get("from_run") or ""), out)
+    if source and not (Path(source) / "summary.json").exists():
+        raise UserError(f"from_run {source} has not finished")
     if params.get("widths") == "301,100":
         raise RuntimeError("boom")
     if params.get("widths") == "302,100":

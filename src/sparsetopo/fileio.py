@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from sparsetopo.errors import UserError
 
 
 def _umask() -> int:
@@ -69,3 +72,53 @@ def user_cache_dir() -> Path:
     base = os.environ.get("SPARSETOPO_CACHE") or os.environ.get("XDG_CACHE_HOME")
     root = Path(base) if base else Path.home() / ".cache"
     return root / "sparsetopo" if not os.environ.get("SPARSETOPO_CACHE") else root
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_path` leaves when its process is killed mid-write
+    (``.NAME.XXXX.tmp``). Call it only while holding the folder's lock (:class:`FolderLock`)."""
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for tmp in root.glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+class FolderLock:
+    """An exclusive lock on a folder (``flock`` on ``FOLDER/.lock``), held by one process at a time and
+    released when the process ends however it ends. ``what`` names the holder in the message a second
+    process gets."""
+
+    def __init__(self, folder: str | os.PathLike[str], what: str) -> None:
+        self.folder, self.what = Path(folder), what
+        self.fh: Any = None
+
+    def __enter__(self) -> "FolderLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.folder / ".lock", "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip()
+            self.fh.close()
+            self.fh = None
+            raise UserError(f"{self.folder} is in use by another {self.what}"
+                            + (f" (process {holder})" if holder else "")
+                            + "; wait for it to finish or stop it, then run this again") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(str(os.getpid()))
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None

@@ -27,9 +27,11 @@ def _positive(text: str) -> int:
 def sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="profile of the experiment file: smoke (minutes, for CI), quick (an evening "
                                      "on a laptop) or paper (the full protocol) (default: the file's default_profile)")
-    p.add_argument("--jobs", type=_positive, help="runs at a time (local default: one per core; Ray default: the "
-                                                  "cluster's CPUs / --threads)")
-    p.add_argument("--threads", type=_positive, help="torch threads per run (local default: cores / jobs; Ray: 1)")
+    p.add_argument("--jobs", type=_positive, help="runs at a time (default: as many as the cores, or the Ray "
+                                                  "cluster's CPUs, hold at each run's thread count)")
+    p.add_argument("--threads", type=_positive, default=1,
+                   help="CPU threads of each run that does not set its own (default 1). Part of every run's "
+                        "name: the thread count changes the floating-point sums")
     p.add_argument("--backend", choices=BACKENDS, default="local", help="local processes or Ray tasks (default: local)")
     p.add_argument("--ray-address", metavar="ADDR", help="address of an existing Ray cluster (default: start a local "
                                                          "Ray instance)")
@@ -55,15 +57,15 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_sweep)
 
 
-def load_experiments(names: list[str], profile: str | None) -> list[Any]:
-    return [load_experiment(find_experiment_file(n), profile) for n in names]
+def load_experiments(names: list[str], profile: str | None, threads: int = 1) -> list[Any]:
+    return [load_experiment(find_experiment_file(n), profile, threads) for n in names]
 
 
 def sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
     if args.max_retries < 0:
         raise UserError(f"--max-retries {args.max_retries} is invalid: must be >= 0")
     result = run_sweep(experiments, args.out, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
-                       threads=args.threads, run_fn=args.run_fn, data_dir=args.data_dir,
+                       run_fn=args.run_fn, data_dir=args.data_dir,
                        checkpoint_every=args.checkpoint_every, max_retries=args.max_retries)
     print(f"sweep: {result.line()}; results in {Path(args.out) / 'results.db'}", file=sys.stderr)
     for rid, error in result.failures[:10]:
@@ -72,7 +74,7 @@ def sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    experiments = load_experiments([args.file], args.profile)
+    experiments = load_experiments([args.file], args.profile, args.threads)
     if args.dry_run:
         print(describe_plan(experiments, args.out, estimate_from=args.estimate_from))
         return 0

@@ -5,50 +5,39 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-from sparsetopo.experiments.hparams import registered_defaults
-from sparsetopo.experiments.runner import available_cores, plan
+from sparsetopo.desc.identity import RunDesc
+from sparsetopo.desc.status import RunStatus
+from sparsetopo.experiments.results import DB_NAME, ResultsStore
+from sparsetopo.experiments.runner import plan
 from sparsetopo.experiments.spec import Experiment, RunSpec
-from sparsetopo.experiments.results import DB_NAME, DONE, ResultsStore
-
-TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
-
-
-def _get(command: str, params: dict[str, Any], key: str) -> Any:
-    return params[key] if key in params else registered_defaults(command).get(key)
+from sparsetopo.runs import describe
+from sparsetopo.system import available_cores
+from sparsetopo.topology.spec import Scale, parse_scale
+from sparsetopo.training.hparams import DataHparams, TrainHparams
+from sparsetopo.training.run import steps_per_epoch
 
 
-def budget_steps(command: str, params: dict[str, Any]) -> int:
+def budget_steps(desc: RunDesc) -> int:
     """The training steps of a run (0 for one-shot pruning, which only evaluates)."""
-    if command == "prune" and _get(command, params, "method") == "oneshot":
+    if desc.kind == "prune" and desc.get("method") == "oneshot":
         return 0
-    steps = _get(command, params, "steps")
-    if steps:
-        return int(steps)
-    epochs = _get(command, params, "epochs") or 20.0
-    batch = int(_get(command, params, "batch_size") or 100)
-    size = TRAIN_SIZES.get(str(_get(command, params, "dataset")), 60000)
-    return int(round(float(epochs) * (size // batch)))
+    return desc.group(TrainHparams).total_steps(steps_per_epoch(desc.group(DataHparams)))
 
 
-def cost_key(command: str, params: dict[str, Any]) -> tuple:
+def cost_key(desc: RunDesc) -> tuple:
     """Runs with the same key cost about the same per step."""
-    method = _get(command, params, "method") if command == "prune" else None
-    topo = str(_get(command, params, "topology") or "dense").split(":", 1)[0]
-    return (_get(command, params, "model"), _get(command, params, "dataset"), _get(command, params, "scale"),
-            topo, method == "oneshot", _get(command, params, "backend"))
+    scale = desc.get("scale")
+    return (desc.get("model"), desc.get("dataset"), str(scale) if scale is not None else None,
+            desc.get("topology").kind, desc.kind == "prune" and desc.get("method") == "oneshot",
+            desc.get("backend"))
 
 
-def _scale_k(scale: Any) -> tuple[str, float]:
-    """('connections', K) or ('neurons', F); no scale is connections:1."""
-    if isinstance(scale, str) and ":" in scale:
-        kind, _, value = scale.partition(":")
-        try:
-            return kind, float(value)
-        except ValueError:
-            pass
-    return "connections", 1.0
+def _scale_k(scale: str | Scale | None) -> tuple[str, float]:
+    """('connections', K) or ('neurons', F) of a cost key's scale; no scale is connections:1."""
+    parsed = parse_scale(scale)
+    return (parsed.kind, parsed.value) if parsed is not None else ("connections", 1.0)
 
 
 Cost = tuple[float, float]  # (CPU seconds per run, CPU seconds per training step)
@@ -114,9 +103,10 @@ def timings(results_dir: str | Path) -> dict[tuple, Cost]:
     per: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
         cost = r.get("cpu_seconds") or r["wall_seconds"]
-        if r["status"] not in DONE or not cost:
+        if not RunStatus(r["status"]).finished or not cost:
             continue
-        per[cost_key(r["command"], r["hparams"])].append((budget_steps(r["command"], r["hparams"]), cost))
+        desc = describe(r["command"], r["hparams"])
+        per[cost_key(desc)].append((budget_steps(desc), cost))
     out: dict[tuple, Cost] = {}
     for key, pts in per.items():
         steps = [p[0] for p in pts]
@@ -151,17 +141,18 @@ def describe_plan(experiments: Iterable[Experiment], out: str | Path,
         lines.append(f"{exp.name} (profile {exp.profile}): {len(exp.runs)} runs: "
                      + ", ".join(f"{s} {n}" for s, n in stages.items()))
     known = timings(estimate_from or out)
-    total_steps = sum(budget_steps(s.command, s.params) for s in specs)
+    descs = [describe(s.command, s.params) for s in specs]
+    total_steps = sum(budget_steps(d) for d in descs)
     seconds, unknown, guessed = 0.0, Counter(), Counter()
-    for s in specs:
-        key = cost_key(s.command, s.params)
+    for desc in descs:
+        key = cost_key(desc)
         name = f"{key[0]}/{key[1]}" + (f"/{key[2]}" if key[2] else "") + f"/{key[3]}" + ("/one-shot" if key[4] else "")
         cost = known.get(key)
         if cost is None:
             cost = fallback(key, known)
             (guessed if cost is not None else unknown)[name] += 1
         if cost is not None:
-            seconds += cost[0] + cost[1] * budget_steps(s.command, s.params)
+            seconds += cost[0] + cost[1] * budget_steps(desc)
     lines.append(f"{len(specs)} distinct runs, {total_steps:,} training steps in all")
     cores = available_cores()
     if known:

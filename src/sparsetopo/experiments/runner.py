@@ -24,19 +24,16 @@ from typing import Any, Iterable, Protocol
 
 from tqdm import tqdm
 
+from sparsetopo.data.files import resolve_root
+from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
+from sparsetopo.experiments.results import ResultsStore
 from sparsetopo.experiments.spec import Experiment, RunSpec, order_runs
-from sparsetopo.experiments.results import DONE, ResultsStore
-from sparsetopo.experiments.worker import DEFAULT_RUN_FN, execute, init_local_worker, make_task
+from sparsetopo.experiments.worker import DEFAULT_RUN_FN, Outcome, Task, execute, init_local_worker, make_task
+from sparsetopo.fileio import FolderLock
+from sparsetopo.system import available_cores
 
 BACKENDS = ("local", "ray")
-
-
-def available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -63,19 +60,13 @@ class SweepResult:
 class Backend(Protocol):
     def accepts(self) -> bool: ...
 
-    def submit(self, task: dict[str, Any]) -> None: ...
+    def submit(self, task: Task) -> None: ...
 
-    def poll(self, timeout: float) -> list[dict[str, Any]]: ...
+    def poll(self, timeout: float) -> list[Outcome]: ...
 
     def in_flight(self) -> int: ...
 
     def close(self) -> None: ...
-
-
-def _lost(task: dict[str, Any], why: str) -> dict[str, Any]:
-    now = time.time()
-    return {"run_id": task["run_id"], "status": "failed", "summary": {}, "metrics": [], "error": why,
-            "started_at": None, "finished_at": now}
 
 
 class LocalBackend:
@@ -92,9 +83,9 @@ class LocalBackend:
         self.max_retries = max_retries
         self.ctx = multiprocessing.get_context("spawn")
         self.pool = self._new_pool()
-        self.futures: dict[cf.Future, dict[str, Any]] = {}
+        self.futures: dict[cf.Future, Task] = {}
         self.retries: dict[str, int] = {}
-        self.suspects: list[dict[str, Any]] = []  # lost in a crash with others: retried alone
+        self.suspects: list[Task] = []  # lost in a crash with others: retried alone
         self.isolating = False
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
@@ -104,7 +95,7 @@ class LocalBackend:
     def accepts(self) -> bool:
         return not self.isolating and len(self.futures) < self.jobs
 
-    def submit(self, task: dict[str, Any]) -> None:
+    def submit(self, task: Task) -> None:
         try:
             self.futures[self.pool.submit(execute, task)] = task
             return
@@ -124,11 +115,11 @@ class LocalBackend:
     def in_flight(self) -> int:
         return len(self.futures) + len(self.suspects)
 
-    def poll(self, timeout: float) -> list[dict[str, Any]]:
-        outcomes: list[dict[str, Any]] = []
+    def poll(self, timeout: float) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         if self.futures:
             done, _ = cf.wait(list(self.futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
-            lost: list[dict[str, Any]] = []
+            lost: list[Task] = []
             for fut in done:
                 task = self.futures.pop(fut)
                 try:
@@ -136,7 +127,7 @@ class LocalBackend:
                 except BrokenProcessPool:
                     lost.append(task)
                 except Exception as exc:  # pickling problems and the like
-                    outcomes.append(_lost(task, f"{type(exc).__name__}: {exc}"))
+                    outcomes.append(Outcome.lost(task, f"{type(exc).__name__}: {exc}"))
             if lost:
                 lost.extend(self.futures.values())
                 self.futures.clear()
@@ -144,10 +135,10 @@ class LocalBackend:
                 self.pool = self._new_pool()
                 if len(lost) == 1:  # it died alone: it is the culprit
                     task = lost[0]
-                    n = self.retries.get(task["run_id"], 0) + 1
-                    self.retries[task["run_id"]] = n
+                    n = self.retries.get(task.run_id, 0) + 1
+                    self.retries[task.run_id] = n
                     if n > self.max_retries:
-                        outcomes.append(_lost(task, f"the worker process running it died ({n} times)"))
+                        outcomes.append(Outcome.lost(task, f"the worker process running it died ({n} times)"))
                     else:
                         self.submit(task)
                 else:
@@ -181,7 +172,7 @@ class RayBackend:
     (``max_retries``); the retry resumes from the run's checkpoint. The output directory must be on a
     file system every node sees (run directories hold the checkpoints and the pruned topologies)."""
 
-    def __init__(self, address: str | None, threads: int, max_retries: int = 3) -> None:
+    def __init__(self, address: str | None, max_retries: int = 3) -> None:
         try:
             import ray
         except ImportError:
@@ -195,9 +186,8 @@ class RayBackend:
             except ConnectionError as exc:
                 raise UserError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
             self.started = True
-        self.remote = ray.remote(execute).options(num_cpus=threads, max_retries=max_retries,
-                                                  retry_exceptions=False)
-        self.refs: dict[Any, dict[str, Any]] = {}
+        self.remote = ray.remote(max_retries=max_retries, retry_exceptions=False)(execute)
+        self.refs: dict[Any, Task] = {}
         self.jobs = 1
 
     def capacity(self, threads: int) -> int:
@@ -207,13 +197,13 @@ class RayBackend:
     def accepts(self) -> bool:
         return len(self.refs) < self.jobs
 
-    def submit(self, task: dict[str, Any]) -> None:
-        self.refs[self.remote.remote(task)] = task
+    def submit(self, task: Task) -> None:
+        self.refs[self.remote.options(num_cpus=task.threads).remote(task)] = task
 
     def in_flight(self) -> int:
         return len(self.refs)
 
-    def poll(self, timeout: float) -> list[dict[str, Any]]:
+    def poll(self, timeout: float) -> list[Outcome]:
         if not self.refs:
             return []
         ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=timeout)
@@ -223,7 +213,7 @@ class RayBackend:
             try:
                 outcomes.append(self.ray.get(ref))
             except Exception as exc:  # retries exhausted, or the cluster went away
-                outcomes.append(_lost(task, f"Ray task failed: {type(exc).__name__}: {exc}"))
+                outcomes.append(Outcome.lost(task, f"Ray task failed: {type(exc).__name__}: {exc}"))
         return outcomes
 
     def close(self) -> None:
@@ -258,117 +248,126 @@ def _status_line(state: dict[str, int]) -> str:
 
 
 def run_sweep(experiments: Iterable[Experiment], out: str | Path, *, jobs: int | None = None,
-              backend: str = "local", ray_address: str | None = None, threads: int | None = None,
-              run_fn: str = DEFAULT_RUN_FN, data_dir: str | None = None, checkpoint_every: int | None = None,
-              max_retries: int = 2, progress: bool | None = None, poll_seconds: float = 1.0) -> SweepResult:
+              backend: str = "local", ray_address: str | None = None, run_fn: str = DEFAULT_RUN_FN,
+              data_dir: str | None = None, checkpoint_every: int | None = None, max_retries: int = 2,
+              progress: bool | None = None, poll_seconds: float = 1.0) -> SweepResult:
     """Run every run of ``experiments`` not yet done in ``out``; returns the counts.
 
-    ``jobs`` runs at a time (local default: one per core), each with ``threads`` torch threads (local
-    default: cores // jobs). ``progress`` None shows a live bar on a terminal and one line per finished run
-    otherwise; False is silent.
+    ``jobs`` runs at a time (local default: as many as fit the cores at each run's own ``threads``; Ray
+    default: the cluster's CPUs likewise). Every run gets the data root this process resolves (``data_dir``,
+    else ``$SPARSETOPO_DATA``, else the cache), so workers on other machines read the same one.
+    ``progress`` None shows a live bar on a terminal and one line per finished run otherwise; False is
+    silent.
     """
     if backend not in BACKENDS:
         raise UserError(f"--backend {backend!r} is not allowed; choose one of: {', '.join(BACKENDS)}")
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs {jobs} is invalid: must be >= 1")
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads {threads} is invalid: must be >= 1")
     experiments = list(experiments)
     specs = plan(experiments)
     out = Path(out)
     runs_dir = out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    store = ResultsStore(out)
     t0 = time.time()
     result = SweepResult(total=len(specs))
-    try:
-        for exp in experiments:
-            store.register_experiment(exp)
-        known = store.statuses([s.id for s in specs])
-        state: dict[str, str] = {rid: st for rid, st in known.items() if st in DONE}
-        pending = [s for s in specs if s.id not in state]
-        result.skipped = len(specs) - len(pending)
-
-        if backend == "ray":
-            threads = threads or 1
-            ray_backend = RayBackend(ray_address, threads, max_retries=max_retries)
-            jobs = jobs or ray_backend.capacity(threads)
-            ray_backend.jobs = jobs
-            runner: Backend = ray_backend
-        else:
-            jobs = jobs or available_cores()
-            threads = threads or max(1, available_cores() // jobs)
-            runner = LocalBackend(jobs, max_retries=max_retries) if pending else _NoBackend()
-        extra = {"data_dir": data_dir, "checkpoint_every": checkpoint_every}
-        by_id = {s.id: s for s in specs}
-        tty = sys.stderr.isatty()
-        show_bar = progress if progress is not None else tty
-        log_lines = progress is None and not tty
-        bar = tqdm(total=len(specs), initial=result.skipped, unit="run", desc="sweep", disable=not show_bar,
-                   dynamic_ncols=True, file=sys.stderr)
-        counts = {"running": 0, "failed": 0, "diverged": 0, "blocked": 0}
-        finished = result.skipped
+    with FolderLock(out, "sweep"):
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        store = ResultsStore(out)
         try:
-            while pending or runner.in_flight():
-                for spec in list(pending):
-                    bad = [d for d in spec.deps if state.get(d) in ("diverged", "failed", "blocked")]
-                    if bad:
-                        why = ", ".join(f"{d} ({state[d]})" for d in bad)
-                        store.record_run(spec.id, spec.command, spec.params, "blocked",
-                                         error=f"needs run(s) that did not complete: {why}")
-                        state[spec.id] = "blocked"
-                        pending.remove(spec)
-                        result.blocked += 1
-                        counts["blocked"] += 1
-                        finished += 1
-                        bar.update(1)
-                        continue
-                    if not runner.accepts():
-                        continue
-                    if all(state.get(d) == "completed" for d in spec.deps):
-                        runner.submit(make_task(spec.id, spec.command, spec.params, runs_dir, run_fn=run_fn,
-                                                threads=threads, extra=extra))
-                        pending.remove(spec)
-                if not runner.in_flight():
-                    if pending:  # cannot happen with a dependency-ordered plan; never spin
-                        raise UserError("runs left whose dependencies are not part of the sweep: "
-                                        + ", ".join(s.id for s in pending))
-                    break
-                counts["running"] = runner.in_flight()
-                bar.set_postfix_str(_status_line(counts), refresh=True)
-                for oc in runner.poll(poll_seconds):
-                    spec = by_id[oc["run_id"]]
-                    status = oc["status"]
-                    store.record_run(spec.id, spec.command, spec.params, status, summary=oc.get("summary"),
-                                     metrics=oc.get("metrics", ()), error=oc.get("error"),
-                                     started_at=oc.get("started_at"), finished_at=oc.get("finished_at"),
-                                     cpu_seconds=oc.get("cpu_seconds"))
-                    state[spec.id] = status
-                    setattr(result, status, getattr(result, status) + 1)
-                    if status in counts:
-                        counts[status] += 1
-                    if status == "failed":
-                        result.failures.append((spec.id, str(oc.get("error"))))
-                        bar.write(f"sweep: run {spec.id} ({spec.experiment}/{spec.stage}) failed: "
-                                  f"{str(oc.get('error')).splitlines()[0] if oc.get('error') else ''}",
-                                  file=sys.stderr)
-                    elif log_lines:
-                        acc = (oc.get("summary") or {}).get("final_test_accuracy")
-                        acc_text = f", test accuracy {acc:.4f}" if isinstance(acc, (int, float)) else ""
-                        print(f"sweep: [{finished + 1}/{len(specs)}] {spec.id} ({spec.experiment}/{spec.stage}) "
-                              f"{status}{acc_text}; {_eta(t0, finished + 1 - result.skipped, len(specs) - finished - 1)}",
-                              file=sys.stderr, flush=True)
-                    finished += 1
-                    bar.update(1)
-                counts["running"] = runner.in_flight()
-                bar.set_postfix_str(_status_line(counts), refresh=False)
+            _sweep(experiments, specs, store, runs_dir, result, t0, jobs=jobs, backend=backend,
+                   ray_address=ray_address, run_fn=run_fn, max_retries=max_retries, progress=progress,
+                   poll_seconds=poll_seconds,
+                   options={"data_dir": str(resolve_root(data_dir).absolute()), "checkpoint_every": checkpoint_every})
         finally:
-            bar.close()
-            runner.close()
-    finally:
-        store.close()
+            store.close()
     result.wall_seconds = time.time() - t0
     return result
+
+
+def _threads(spec: RunSpec) -> int:
+    return int(spec.params.get("threads") or 1)
+
+
+def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsStore, runs_dir: Path,
+           result: SweepResult, t0: float, *, jobs: int | None, backend: str, ray_address: str | None, run_fn: str,
+           max_retries: int, progress: bool | None, poll_seconds: float, options: dict[str, Any]) -> None:
+    for exp in experiments:
+        store.register_experiment(exp)
+    known = store.statuses([s.id for s in specs])
+    state: dict[str, RunStatus] = {rid: RunStatus(st) for rid, st in known.items() if RunStatus(st).finished}
+    pending = [s for s in specs if s.id not in state]
+    result.skipped = len(specs) - len(pending)
+    widest = max((_threads(s) for s in pending), default=1)
+    runner: Backend
+    if backend == "ray":
+        ray_backend = RayBackend(ray_address, max_retries=max_retries)
+        ray_backend.jobs = jobs or ray_backend.capacity(widest)
+        runner = ray_backend
+    else:
+        jobs = jobs or max(1, available_cores() // widest)
+        runner = LocalBackend(jobs, max_retries=max_retries) if pending else _NoBackend()
+    by_id = {s.id: s for s in specs}
+    tty = sys.stderr.isatty()
+    show_bar = progress if progress is not None else tty
+    log_lines = progress is None and not tty
+    bar = tqdm(total=len(specs), initial=result.skipped, unit="run", desc="sweep", disable=not show_bar,
+               dynamic_ncols=True, file=sys.stderr)
+    counts = {"running": 0, "failed": 0, "diverged": 0, "blocked": 0}
+    finished = result.skipped
+    try:
+        while pending or runner.in_flight():
+            for spec in list(pending):
+                bad = [d for d in spec.deps if state.get(d) in (RunStatus.DIVERGED, RunStatus.FAILED, RunStatus.BLOCKED)]
+                if bad:
+                    why = ", ".join(f"{d} ({state[d]})" for d in bad)
+                    store.record_run(spec.id, spec.command, spec.params, RunStatus.BLOCKED,
+                                     error=f"needs run(s) that did not complete: {why}")
+                    state[spec.id] = RunStatus.BLOCKED
+                    pending.remove(spec)
+                    result.blocked += 1
+                    counts["blocked"] += 1
+                    finished += 1
+                    bar.update(1)
+                    continue
+                if not runner.accepts():
+                    continue
+                if all(state.get(d) == RunStatus.COMPLETED for d in spec.deps):
+                    runner.submit(make_task(spec.id, spec.command, spec.params, runs_dir, run_fn=run_fn,
+                                            threads=_threads(spec), options=options))
+                    pending.remove(spec)
+            if not runner.in_flight():
+                if pending:  # cannot happen with a dependency-ordered plan; never spin
+                    raise UserError("runs left whose dependencies are not part of the sweep: "
+                                    + ", ".join(s.id for s in pending))
+                break
+            counts["running"] = runner.in_flight()
+            bar.set_postfix_str(_status_line(counts), refresh=True)
+            for oc in runner.poll(poll_seconds):
+                spec = by_id[oc.run_id]
+                status = oc.status
+                store.record_run(spec.id, spec.command, spec.params, status, summary=oc.summary,
+                                 metrics=oc.metrics, error=oc.error, started_at=oc.started_at,
+                                 finished_at=oc.finished_at, cpu_seconds=oc.cpu_seconds)
+                state[spec.id] = status
+                setattr(result, status.value, getattr(result, status.value) + 1)
+                if status.value in counts:
+                    counts[status.value] += 1
+                if status == RunStatus.FAILED:
+                    result.failures.append((spec.id, str(oc.error)))
+                    bar.write(f"sweep: run {spec.id} ({spec.experiment}/{spec.stage}) failed: "
+                              f"{str(oc.error).splitlines()[0] if oc.error else ''}", file=sys.stderr)
+                elif log_lines:
+                    acc = oc.summary.get("final_test_accuracy")
+                    acc_text = f", test accuracy {acc:.4f}" if isinstance(acc, (int, float)) else ""
+                    print(f"sweep: [{finished + 1}/{len(specs)}] {spec.id} ({spec.experiment}/{spec.stage}) "
+                          f"{status}{acc_text}; {_eta(t0, finished + 1 - result.skipped, len(specs) - finished - 1)}",
+                          file=sys.stderr, flush=True)
+                finished += 1
+                bar.update(1)
+            counts["running"] = runner.in_flight()
+            bar.set_postfix_str(_status_line(counts), refresh=False)
+    finally:
+        bar.close()
+        runner.close()
 
 
 class _NoBackend:
@@ -377,10 +376,10 @@ class _NoBackend:
     def accepts(self) -> bool:  # pragma: no cover - never asked
         return False
 
-    def submit(self, task: dict[str, Any]) -> None:  # pragma: no cover - never called
+    def submit(self, task: Task) -> None:  # pragma: no cover - never called
         raise AssertionError("nothing to submit")
 
-    def poll(self, timeout: float) -> list[dict[str, Any]]:
+    def poll(self, timeout: float) -> list[Outcome]:
         return []
 
     def in_flight(self) -> int:

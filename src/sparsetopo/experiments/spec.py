@@ -46,8 +46,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from sparsetopo import runs
+from sparsetopo.desc.identity import RunDesc, token
 from sparsetopo.errors import ConfigError
-from sparsetopo.experiments import hparams as hp
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,7 +65,8 @@ _PROFILE_KEYS = {"fixed", "stages", "experiment"}
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of a sweep: ``params`` may hold ``{run:ID}`` tokens for the runs in ``deps``."""
+    """One run of a sweep: ``params`` may hold ``{run:ID}`` tokens for the runs in ``deps``; ``id`` is the
+    run id :func:`sparsetopo.runs.describe` gives those params, the same as the CLI and the API give."""
 
     id: str
     command: str
@@ -126,7 +128,7 @@ def _expand_table(table: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
 def _substitute(value: Any, parent_id: str | None, where: str) -> Any:
     if isinstance(value, str) and "{parent}" in value:
         _need(parent_id is not None, where, f"{value!r} uses {{parent}} but the stage has no parent")
-        return value.replace("{parent}", f"{{run:{parent_id}}}")
+        return value.replace("{parent}", token(parent_id))
     return value
 
 
@@ -166,8 +168,9 @@ def apply_profile(doc: Mapping[str, Any], profile: str, where: str) -> dict[str,
     return _merge(base, overlay)
 
 
-def load_experiment(path: str | os.PathLike[str], profile: str | None = None) -> Experiment:
-    """Read, validate and expand an experiment file under ``profile`` (default: the file's default)."""
+def load_experiment(path: str | os.PathLike[str], profile: str | None = None, threads: int = 1) -> Experiment:
+    """Read, validate and expand an experiment file under ``profile`` (default: the file's default). Runs
+    that do not set ``threads`` get ``threads`` (part of each run's name: the count changes the sums)."""
     where = f"experiment file {path}"
     doc, text = load_document(path)
     bad = sorted(set(doc) - _TOP_KEYS)
@@ -202,8 +205,8 @@ def load_experiment(path: str | os.PathLike[str], profile: str | None = None) ->
             by_stage[sname] = []
             continue
         command = stage.get("command")
-        _need(command in hp.COMMANDS, swhere, f"command {command!r} is not allowed; choose one of: "
-              f"{', '.join(hp.COMMANDS)}")
+        _need(command in runs.KINDS, swhere, f"command {command!r} is not allowed; choose one of: "
+              f"{', '.join(runs.KINDS)}")
         parents_decl = stage.get("parent", [])
         parents = [parents_decl] if isinstance(parents_decl, str) else list(parents_decl)
         for pname in parents:
@@ -240,9 +243,10 @@ def load_experiment(path: str | os.PathLike[str], profile: str | None = None) ->
                     params.update(axis)
                     pid = parent.id if parent is not None else None
                     params = {k: _substitute(v, pid, swhere) for k, v in params.items()}
-                    hp.validate(command, params, swhere)
-                    deps = tuple(hp.references(params))
-                    rid = hp.run_id(command, params)
+                    params.setdefault("threads", threads)
+                    desc = validated(command, params, swhere)
+                    deps = tuple(desc.references())
+                    rid = desc.run_id
                     spec = seen.get(rid)
                     if spec is None:
                         spec = RunSpec(id=rid, command=command, params=params, deps=deps,
@@ -256,6 +260,16 @@ def load_experiment(path: str | os.PathLike[str], profile: str | None = None) ->
         by_stage[sname] = out
     _need(bool(exp.runs), where, f"profile {profile!r} expands to no runs")
     return exp
+
+
+def validated(command: str, params: Mapping[str, Any], where: str) -> RunDesc:
+    """The run's description, refused (with ``where`` in front, once) for every value the CLI refuses."""
+    try:
+        desc = runs.describe(command, params)
+        runs.check(desc)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return desc
 
 
 def order_runs(runs: Iterable[RunSpec]) -> list[RunSpec]:

@@ -1,30 +1,30 @@
 """Executing one run: the same function serves local worker processes and Ray tasks.
 
-``execute(task)`` calls the run function (``sparsetopo.training.api:run`` unless the task names another)
-on the run's directory, and returns the outcome with the run's summary and metrics, so whoever called it
+``execute(task)`` calls the run function (``sparsetopo.runs:run`` unless the task names another) on the
+run's directory, and returns an :class:`Outcome` with the run's summary and metrics, so whoever called it
 can import the result into ``results.db`` in one transaction. It never raises for a failed run: the error
 is part of the outcome. The run function resumes from its checkpoint when called again on the same
 directory, which is what makes a retried task (a lost Ray worker, a re-run sweep) continue, not restart.
+Parameters keep their ``{run:ID}`` references: the run function finds run ID beside the run's own directory.
 """
 
 from __future__ import annotations
 
-import fcntl
 import importlib
 import os
 import resource
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
-from sparsetopo.experiments.hparams import resolve
 from sparsetopo.experiments.results import read_metrics_file
 
-DEFAULT_RUN_FN = "sparsetopo.training.api:run"
-LOCKS = ".locks"
+DEFAULT_RUN_FN = "sparsetopo.runs:run"
 
 
 def load_function(path: str) -> Callable[..., Any]:
@@ -38,47 +38,74 @@ def load_function(path: str) -> Callable[..., Any]:
         raise UserError(f"run function {path!r} cannot be loaded ({exc})") from None
 
 
+@dataclass(frozen=True)
+class Task:
+    """One run to execute: picklable, the same for local processes and Ray. ``options`` are the run options
+    every run of the sweep gets (the data root the driver resolved, the checkpoint interval)."""
+
+    run_id: str
+    command: str
+    params: dict[str, Any]
+    runs_dir: str
+    run_fn: str = DEFAULT_RUN_FN
+    threads: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.runs_dir) / self.run_id
+
+
+@dataclass
+class Outcome:
+    """What became of a task."""
+
+    run_id: str
+    status: RunStatus = RunStatus.FAILED
+    summary: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    cpu_seconds: float | None = None
+
+    @classmethod
+    def lost(cls, task: Task, why: str) -> "Outcome":
+        """A task whose process was lost (it died, or Ray gave up on it)."""
+        return cls(task.run_id, error=why, finished_at=time.time())
+
+
 def make_task(run_id: str, command: str, params: dict[str, Any], runs_dir: str | Path, *,
-              run_fn: str = DEFAULT_RUN_FN, threads: int | None = None,
-              extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A plain, picklable description of one run for :func:`execute`."""
-    return {"run_id": run_id, "command": command, "params": dict(params), "runs_dir": str(Path(runs_dir).resolve()),
-            "run_fn": run_fn, "threads": threads, "extra": dict(extra or {})}
+              run_fn: str = DEFAULT_RUN_FN, threads: int = 1, options: dict[str, Any] | None = None) -> Task:
+    return Task(run_id, command, dict(params), str(Path(runs_dir).resolve()), run_fn, threads,
+                {k: v for k, v in (options or {}).items() if v is not None})
 
 
-def execute(task: dict[str, Any]) -> dict[str, Any]:
-    """Run one task to its end; return ``{run_id, status, summary, metrics, error, started_at, finished_at,
-    cpu_seconds}``."""
-    runs_dir = Path(task["runs_dir"])
-    out_dir = runs_dir / task["run_id"]
+def execute(task: Task) -> Outcome:
+    """Run one task to its end and say how it ended."""
     started = time.time()
     cpu0 = _cpu_seconds()
-    outcome: dict[str, Any] = {"run_id": task["run_id"], "status": "failed", "summary": {}, "metrics": [],
-                               "error": None, "started_at": started, "finished_at": None, "cpu_seconds": None}
+    outcome = Outcome(task.run_id, started_at=started)
     try:
-        params = resolve(task["params"], runs_dir)
-        params.update({k: v for k, v in task.get("extra", {}).items() if v is not None})
-        fn = load_function(task.get("run_fn") or DEFAULT_RUN_FN)
-        (runs_dir / LOCKS).mkdir(parents=True, exist_ok=True)
-        # One process at a time per run directory, even across two sweeps of the same output directory.
-        with open(runs_dir / LOCKS / f"{task['run_id']}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            summary = fn(task["command"], params, out_dir, quiet=True, threads=task.get("threads"))
-        summary = dict(summary or {})
-        status = summary.get("status")
-        outcome["summary"] = summary
-        if status in ("completed", "diverged"):
-            outcome["status"] = status
+        fn = load_function(task.run_fn or DEFAULT_RUN_FN)
+        summary = dict(fn(task.command, {**task.params, **task.options}, task.out_dir, quiet=True) or {})
+        outcome.summary = summary
+        try:
+            status = RunStatus(summary.get("status"))
+        except ValueError:
+            status = RunStatus.FAILED
+        if status.finished:
+            outcome.status = status
         else:
-            outcome["error"] = f"the run ended with status {status!r}"
+            outcome.error = f"the run ended with status {summary.get('status')!r}"
     except UserError as exc:
-        outcome["error"] = str(exc)
+        outcome.error = str(exc)
     except Exception as exc:  # a bug or a crash inside the run: record it, the sweep goes on
         tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]).strip()
-        outcome["error"] = f"{type(exc).__name__}: {exc}\n{tail}"
-    outcome["metrics"] = read_metrics_file(out_dir)
-    outcome["finished_at"] = time.time()
-    outcome["cpu_seconds"] = round(_cpu_seconds() - cpu0, 3)
+        outcome.error = f"{type(exc).__name__}: {exc}\n{tail}"
+    outcome.metrics = read_metrics_file(task.out_dir)
+    outcome.finished_at = time.time()
+    outcome.cpu_seconds = round(_cpu_seconds() - cpu0, 3)
     return outcome
 
 

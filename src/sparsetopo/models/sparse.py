@@ -1,21 +1,14 @@
 """From a topology spec and a width scale to a model whose layers carry that topology.
 
-Spec grammar (``--topology``)::
-
-    dense
-    random:density=0.1[,mode=bernoulli|exact|fanin][,seed=N]
-    radix:systems=10x10[+10x10...],kron=8x3x1[,trim=16]
-    file:PATH                      # a saved Topology (e.g. a pruned run's topology.npz)
-
-Scale (``--scale``): ``connections:K`` widens every sparse layer so that exactly one dimension of each sparse
-matrix is multiplied by K and gives it density 1/K (the paper's "fixed connections"); ``neurons:F`` keeps the
-shapes and gives the sparse layers density F ("fixed neurons").
+The specs are :mod:`sparsetopo.topology.spec`'s typed values (text is parsed there, once). ``connections:K``
+widens every sparse layer so that exactly one dimension of each sparse matrix is multiplied by K and gives it
+density 1/K (the paper's "fixed connections"); ``neurons:F`` keeps the shapes and gives the sparse layers
+density F ("fixed neurons").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -26,128 +19,14 @@ from sparsetopo.errors import ConfigError
 from sparsetopo.models.lenet import ModelArch
 from sparsetopo.models.registry import DEFAULT_WIDTHS, model_arch
 from sparsetopo.topology import Topology, load_topology, radix_net, random_topology
-
-RANDOM_MODES = ("bernoulli", "exact", "fanin")
-
-
-@dataclass(frozen=True)
-class TopologySpec:
-    kind: str  # dense | random | radix | file
-    density: float | None = None
-    mode: str = "bernoulli"
-    seed: int | None = None
-    systems: tuple[tuple[int, ...], ...] = ()
-    kron: tuple[int, ...] = ()
-    trim: int = 0
-    path: str = ""
-
-
-@dataclass(frozen=True)
-class Scale:
-    kind: str  # connections | neurons
-    value: float
-
-    @property
-    def density(self) -> float:
-        return 1.0 / self.value if self.kind == "connections" else self.value
-
-
-def _int(text: str, what: str, spec: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"topology spec {spec!r}: {what} {text!r} is not an integer") from None
-
-
-def _dims(text: str, what: str, spec: str) -> tuple[int, ...]:
-    parts = tuple(_int(p, what, spec) for p in text.split("x"))
-    if any(p < 1 for p in parts):
-        raise ConfigError(f"topology spec {spec!r}: {what} {text!r} must be positive integers joined by 'x'")
-    return parts
-
-
-def _density(text: str, spec: str) -> float:
-    try:
-        value = float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"topology spec {spec!r}: density {text!r} is not a number (e.g. 0.1 or 1/10)") from None
-    if not 0 < value <= 1:
-        raise ConfigError(f"topology spec {spec!r}: density {text} must be in (0, 1]")
-    return value
-
-
-def parse_topology(spec: str) -> TopologySpec:
-    """Parse a ``--topology`` spec; a malformed one is refused naming the bad part."""
-    kind, _, rest = spec.partition(":")
-    kind = kind.strip()
-    if kind == "dense":
-        if rest:
-            raise ConfigError(f"topology spec {spec!r}: 'dense' takes no options, got {rest!r}")
-        return TopologySpec("dense")
-    if kind == "file":
-        if not rest:
-            raise ConfigError(f"topology spec {spec!r}: 'file:' needs a path, e.g. file:runs/prune/topology.npz")
-        return TopologySpec("file", path=rest)
-    if kind not in ("random", "radix"):
-        raise ConfigError(f"topology spec {spec!r}: unknown kind {kind!r}; use dense, random:..., radix:... or file:PATH")
-    options: dict[str, str] = {}
-    for part in filter(None, rest.split(",")):
-        key, eq, value = part.partition("=")
-        if not eq or not value:
-            raise ConfigError(f"topology spec {spec!r}: {part!r} is not key=value")
-        if key in options:
-            raise ConfigError(f"topology spec {spec!r}: {key!r} given twice")
-        options[key.strip()] = value.strip()
-    allowed = {"random": ("density", "mode", "seed"), "radix": ("systems", "kron", "trim")}[kind]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(f"topology spec {spec!r}: unknown option(s) {', '.join(unknown)}; {kind} takes {', '.join(allowed)}")
-    if kind == "random":
-        mode = options.get("mode", "bernoulli")
-        if mode not in RANDOM_MODES:
-            raise ConfigError(f"topology spec {spec!r}: mode {mode!r} must be one of {', '.join(RANDOM_MODES)}")
-        density = _density(options["density"], spec) if "density" in options else None
-        seed = _int(options["seed"], "seed", spec) if "seed" in options else None
-        return TopologySpec("random", density=density, mode=mode, seed=seed)
-    if "systems" not in options:
-        raise ConfigError(f"topology spec {spec!r}: radix needs systems=..., e.g. radix:systems=10x10,kron=8x3x1,trim=16")
-    systems = tuple(_dims(s, "system", spec) for s in options["systems"].split("+"))
-    kron = _dims(options["kron"], "kron", spec) if "kron" in options else ()
-    trim = _int(options.get("trim", "0"), "trim", spec)
-    if trim < 0:
-        raise ConfigError(f"topology spec {spec!r}: trim {trim} must be >= 0")
-    return TopologySpec("radix", systems=systems, kron=kron, trim=trim)
-
-
-def parse_scale(text: str | None) -> Scale | None:
-    if text is None or text == "":
-        return None
-    kind, sep, value = text.partition(":")
-    if not sep or kind not in ("connections", "neurons"):
-        raise ConfigError(f"--scale {text!r}: use connections:K (integer K >= 1) or neurons:F (0 < F <= 1)")
-    if kind == "connections":
-        try:
-            k = int(value)
-        except ValueError:
-            raise ConfigError(f"--scale {text!r}: K must be an integer >= 1") from None
-        if k < 1:
-            raise ConfigError(f"--scale {text!r}: K must be an integer >= 1")
-        return Scale(kind, float(k))
-    try:
-        f = float(Fraction(value))
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"--scale {text!r}: F must be a number in (0, 1], e.g. 0.1 or 1/10") from None
-    if not 0 < f <= 1:
-        raise ConfigError(f"--scale {text!r}: F must be in (0, 1]")
-    return Scale(kind, f)
-
+from sparsetopo.topology.spec import Scale, TopologySpec, parse_scale, parse_topology
 
 def scaled_widths(model: str, widths: tuple[int, ...] | None, scale: Scale | None) -> tuple[int, ...]:
     """Hidden widths after ``connections:K`` (LeNet-300-100: first hidden layer xK; LeNet-5: conv2 channels xK)."""
     base = tuple(widths or DEFAULT_WIDTHS[model])
     if scale is None or scale.kind != "connections":
         return base
-    k = int(scale.value)
+    k = scale.factor
     if model == "lenet300":
         return (base[0] * k, base[1])
     return (base[0], base[1] * k, base[2])
@@ -184,10 +63,13 @@ def _check_shapes(arch: ModelArch, names: list[str], topo: Topology, origin: str
 
 
 def resolve_network(
-    model: str, input_shape: tuple[int, int, int], num_classes: int, *, topology: str = "dense",
-    scale: str | None = None, widths: tuple[int, ...] | None = None, seed: int = 0,
+    model: str, input_shape: tuple[int, int, int], num_classes: int, *, topology: str | TopologySpec = "dense",
+    scale: str | Scale | None = None, widths: tuple[int, ...] | None = None, seed: int = 0, sample: bool = True,
 ) -> Network:
-    """Work out the architecture and per-layer masks for a topology spec and scale (no torch involved)."""
+    """Work out the architecture and per-layer masks for a topology spec and scale (no torch involved).
+
+    With ``sample=False`` random layers are checked but not drawn (their masks are left out): every
+    refusal of a bad combination happens, at no cost, before a run starts."""
     spec = parse_topology(topology)
     sc = parse_scale(scale)
     arch = model_arch(model, input_shape, num_classes, scaled_widths(model, widths, sc))
@@ -206,6 +88,8 @@ def resolve_network(
         if d is None:
             raise ConfigError(f"--topology {topology}: give density=D in the spec or a --scale")
         topo_seed = seed if spec.seed is None else spec.seed
+        if not sample:
+            return Network(arch, {}, None)
         layers = [
             random_topology([arch.layer(n).fan_in, arch.layer(n).fan_out], d, seed=topo_seed * 1009 + i, mode=spec.mode).layers[0]
             for i, n in enumerate(sparse_names)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sparsetopo.pruning.hparams import add_prune_arguments
-from sparsetopo.training.commands import RUN_OPTION_NAMES, add_run_options, print_summary, run_options
-from sparsetopo.training.hparams import TRAIN_GROUPS, add_arguments
+from sparsetopo.desc.hparams import add_arguments, load_toml
+from sparsetopo.pruning.hparams import PRUNE_GROUPS, PruneHparams
+from sparsetopo.training.commands import RUN_OPTION_NAMES, add_run_options, describe_args, print_summary, run_options
+from sparsetopo.training.hparams import TRAIN_GROUPS
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from sparsetopo.pruning.run import TOPOLOGY, run_prune
 
-    params = {k: v for k, v in vars(args).items() if k not in RUN_OPTION_NAMES and k not in ("handler", "command")}
+    desc = describe_args("prune", PRUNE_GROUPS, args)
+    given = {k for k in vars(args) if k not in RUN_OPTION_NAMES} | (set(load_toml(args.config, PRUNE_GROUPS))
+                                                                   if args.config else set())
     options = run_options(args)
-    summary = run_prune(params, options, args.config)
+    summary = run_prune(desc, options, given)
     print_summary(summary, options.out)
     if summary.get("pruned_test_accuracy") is not None:
         layers = ", ".join(f"{n} {s:.4f}" for n, s in summary["layer_sparsity"].items())
@@ -37,8 +40,7 @@ def register(subparsers: Any) -> None:
         "completed, 3 when the loss diverged, 2 on bad input.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_prune_arguments(p)
-    for cls, title in zip(TRAIN_GROUPS, ("data", "model", "training")):
-        add_arguments(p, cls, title)
+    for cls in (PruneHparams, *TRAIN_GROUPS):
+        add_arguments(p, cls)
     add_run_options(p)
     p.set_defaults(handler=cmd_prune)

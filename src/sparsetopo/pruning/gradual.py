@@ -21,6 +21,8 @@ class GradualPruning:
     this callback's own state is the record of the pruning steps done.
     """
 
+    name = "gradual_pruning"
+
     def __init__(self, layers: Mapping[str, nn.Module], final: float, *, initial: float = 0.0, begin: int = 2000,
                  end: int = 5000, frequency: int = 200, global_prune: bool = False) -> None:
         check_schedule(final, initial, begin, end, frequency)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from sparsetopo.desc.hparams import Hparams, hp, non_negative, positive
+from sparsetopo.desc.identity import RunRef, parse_run_ref
 from sparsetopo.errors import ConfigError
-from sparsetopo.training.hparams import TRAIN_GROUPS, Hparams, hp, non_negative, positive
+from sparsetopo.training.hparams import TRAIN_GROUPS
 
 METHODS = ("gradual", "oneshot")
 
@@ -30,6 +31,7 @@ def _layer_list(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class PruneHparams(Hparams):
+    section: ClassVar[str] = "pruning"
     method: str = hp("gradual", "gradual: prune while training (Zhu & Gupta); oneshot: prune a finished run "
                      "(--from) once, without retraining", choices=METHODS)
     sparsity: float | None = hp(None, "target fraction of weights removed, in [0, 1) (required)", check=_fraction)
@@ -37,10 +39,12 @@ class PruneHparams(Hparams):
     begin: int = hp(2000, "gradual: step of the first pruning", check=non_negative)
     end: int = hp(5000, "gradual: step of the last pruning (the target is reached here)", check=non_negative)
     frequency: int = hp(200, "gradual: steps between pruning steps", check=positive)
-    global_prune: bool = hp(False, "one magnitude threshold over all pruned layers (default: each layer to the target)")
+    global_prune: bool = hp(False, "one magnitude threshold over all pruned layers (default: each layer to the target)",
+                            flags=("--global", "--global-prune"))
     exclude: str | None = hp(None, "layers left unpruned, comma-separated, e.g. conv1,fc3", check=_layer_list,
                              metavar="LAYERS")
-    from_run: str | None = hp(None, "oneshot: the finished train run directory to prune", metavar="DENSE_RUN")
+    from_run: RunRef | None = hp(None, "oneshot: the finished train run directory to prune", metavar="DENSE_RUN",
+                                 parse=parse_run_ref, flags=("--from", "--from-run"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,28 +68,3 @@ class PruneHparams(Hparams):
 
 
 PRUNE_GROUPS: tuple[type, ...] = (*TRAIN_GROUPS, PruneHparams)
-
-# Flags whose names differ from the field names (the field name stays usable as a flag too).
-FLAGS = {"global_prune": ("--global", "--global-prune"), "from_run": ("--from", "--from-run")}
-
-
-def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``pruning`` flags; defaults are left out so that :func:`~sparsetopo.training.hparams.collect`
-    can tell explicit values from defaults."""
-    group = parser.add_argument_group("pruning")
-    for f in fields(PruneHparams):
-        flags = FLAGS.get(f.name, (f"--{f.name.replace('_', '-')}",))
-        text = f.metadata["help"]
-        if f.default is not None:
-            text = f"{text} (default: {f.default})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
-        if f.name == "global_prune":
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = {"sparsity": float, "initial_sparsity": float, "begin": int, "end": int,
-                              "frequency": int}.get(f.name, str)
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
-            if f.metadata.get("metavar"):
-                kwargs["metavar"] = f.metadata["metavar"]
-        group.add_argument(*flags, **kwargs)

@@ -7,8 +7,6 @@ plus ``topology.npz``: the pruned structure of every weight layer, for ``train -
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -18,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsetopo.desc.identity import RunDesc
 from sparsetopo.errors import ConfigError, UserError
-from sparsetopo.fileio import atomic_path, atomic_write_text
+from sparsetopo.fileio import FolderLock, atomic_path
 from sparsetopo.models import instantiate
 from sparsetopo.models.lenet import ModelArch
 from sparsetopo.models.sparse import Network
@@ -28,27 +27,26 @@ from sparsetopo.pruning.hparams import PRUNE_GROUPS, PruneHparams
 from sparsetopo.pruning.magnitude import layer_sparsity, magnitude_masks
 from sparsetopo.topology import Topology, save_topology
 from sparsetopo.training import rundir
-from sparsetopo.training.hparams import TRAIN_GROUPS, build, canonical, collect, load_toml
-from sparsetopo.training.loop import CHECKPOINT, METRICS, LoopResult, evaluate
-from sparsetopo.training.rewind import dense_state
-from sparsetopo.training.run import (RunOptions, build_network, cached_dataset, check_init, execute,
-                                     network_for, summarise)
+from sparsetopo.training.hparams import TRAIN_GROUPS, DataHparams, ModelHparams, TrainHparams
+from sparsetopo.training.loop import CHECKPOINT, METRICS, LoopResult, LoopState, evaluation, save_checkpoint, write_metrics
+from sparsetopo.training.rewind import weight_state
+from sparsetopo.training.run import (RunOptions, build_network, cached_dataset, check_train, execute, network_for,
+                                     place, run_threads, steps_per_epoch, summarise)
+from sparsetopo.training.safeload import load_checkpoint_file
 
-__all__ = ["PRUNE_GROUPS", "TOPOLOGY", "run_prune", "run_gradual", "run_oneshot", "weight_masks"]
+__all__ = ["PRUNE_GROUPS", "TOPOLOGY", "check_prune", "run_prune", "weight_masks"]
 
 TOPOLOGY = "topology.npz"
 # Options of the dense run that one-shot pruning must agree with when they are given.
 SOURCE_KEYS = ("dataset", "model", "widths", "topology", "scale")
 
 
-def run_prune(params: Mapping[str, Any], options: RunOptions, config: str | Path | None = None) -> dict[str, Any]:
-    """Run ``prune`` with ``params`` (option names as in the CLI, underscores); returns the summary."""
-    groups = collect(PRUNE_GROUPS, params, config, extra=())
-    ph: PruneHparams = groups[-1]
-    if ph.method == "oneshot":
-        given = set(params) | (set(load_toml(config)) if config else set())
-        return run_oneshot(groups, options, given)
-    return run_gradual(groups, options)
+def run_prune(desc: RunDesc, options: RunOptions, given: set[str] | None = None) -> dict[str, Any]:
+    """Run a ``prune`` description; ``given``: the option names set explicitly (for one-shot pruning, the
+    model and data options among them must agree with the run being pruned)."""
+    if desc.group(PruneHparams).method == "oneshot":
+        return run_oneshot(desc, options, given or set())
+    return run_gradual(desc, options)
 
 
 def prunable(arch: ModelArch, exclude: tuple[str, ...]) -> list[str]:
@@ -61,6 +59,30 @@ def prunable(arch: ModelArch, exclude: tuple[str, ...]) -> list[str]:
     if not names:
         raise ConfigError(f"--exclude {','.join(exclude)} leaves no layer of {arch.name} to prune")
     return names
+
+
+def check_prune(desc: RunDesc) -> None:
+    """Every refusal a prune run can give before it loads data (see :func:`check_train`)."""
+    dh: DataHparams = desc.group(DataHparams)
+    mh: ModelHparams = desc.group(ModelHparams)
+    th: TrainHparams = desc.group(TrainHparams)
+    ph: PruneHparams = desc.group(PruneHparams)
+    if ph.method == "oneshot":
+        if "{run:" not in str(ph.from_run):
+            _source(Path(str(ph.from_run)))
+        return
+    check_train(desc)
+    if mh.topology.kind != "dense":
+        raise ConfigError(f"--topology {mh.topology}: gradual pruning starts from a dense network; use --topology "
+                          "dense (the default)")
+    if mh.backend == "sparse":
+        raise ConfigError("--backend sparse: gradual pruning changes the masks while training, which needs "
+                          "--backend masked (or auto)")
+    prunable(network_for(mh, dh.dataset, sample=False).arch, ph.excluded)
+    total = th.total_steps(steps_per_epoch(dh))
+    if ph.end > total:
+        raise ConfigError(f"--end {ph.end} is past the training budget of {total} steps; pruning must end "
+                          "within the budget (lower --end or raise --steps/--epochs)")
 
 
 def weight_masks(model: nn.Module, arch: ModelArch) -> dict[str, np.ndarray]:
@@ -98,35 +120,26 @@ def _meta(ph: PruneHparams, arch: ModelArch, names: list[str], run_id: str, accu
 
 # ------------------------------------------------------------------------------------------------ gradual
 
-def run_gradual(groups: list[Any], options: RunOptions) -> dict[str, Any]:
+def run_gradual(desc: RunDesc, options: RunOptions) -> dict[str, Any]:
     """Train from dense and prune on the cubic schedule; the masks are fixed after ``end``."""
-    dh, mh, th, ph = groups
-    check_init(mh.init)
-    if mh.topology != "dense":
-        raise ConfigError(f"--topology {mh.topology}: gradual pruning starts from a dense network; use --topology "
-                          "dense (the default)")
-    if mh.backend == "sparse":
-        raise ConfigError("--backend sparse: gradual pruning changes the masks while training, which needs "
-                          "--backend masked (or auto)")
-    data = cached_dataset(dh.dataset, options.data_dir, dh.validation, options.mirror, not options.quiet)
-    base = network_for(mh, data)
-    names = prunable(base.arch, ph.excluded)
-    total = th.total_steps(math.ceil(len(data.train) / dh.batch_size))
-    if ph.end > total:
-        raise ConfigError(f"--end {ph.end} is past the training budget of {total} steps; pruning must end "
-                          "within the budget (lower --end or raise --steps/--epochs)")
-    network = Network(base.arch, {n: np.ones(base.arch.layer(n).weight_shape, dtype=bool) for n in names}, None)
-    run_id = rundir.run_id("prune", canonical(groups))
-    out = options.out or rundir.default_out("prune", canonical(groups))
-    options = dataclasses.replace(options, out=out)
+    ph: PruneHparams = desc.group(PruneHparams)
     pruner: list[GradualPruning] = []
+    names: list[str] = []
+
+    def network(concrete: RunDesc) -> Network:
+        base = network_for(concrete.group(ModelHparams), concrete.group(DataHparams).dataset)
+        names.extend(prunable(base.arch, ph.excluded))
+        return Network(base.arch, {n: np.ones(base.arch.layer(n).weight_shape, dtype=bool) for n in names}, None)
+
+    placed = place(desc, options.out)
+    out = placed.out
 
     def prepare(model: nn.Module, network: Network, data: Any) -> list[Any]:
         layers = {n: getattr(model, n) for n in names}
         ckpt = out / CHECKPOINT
         resuming = ckpt.exists()
         if resuming:  # the saved masks must be in place before the loop loads the saved weights
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
+            state = load_checkpoint_file(ckpt, ("model",))["model"]
             for n, module in layers.items():
                 module.set_mask(state[f"{n}.mask"])
         cb = GradualPruning(layers, ph.sparsity, initial=ph.initial_sparsity, begin=ph.begin, end=ph.end,
@@ -144,9 +157,9 @@ def run_gradual(groups: list[Any], options: RunOptions) -> dict[str, Any]:
             return
         summary["pruned_test_accuracy"] = summary["final_test_accuracy"]
         write_topology(model, network.arch, out / TOPOLOGY,
-                      _meta(ph, network.arch, names, run_id, summary["final_test_accuracy"]))
+                       _meta(ph, network.arch, names, summary["run_id"], summary["final_test_accuracy"]))
 
-    return execute("prune", groups, options, network=network, prepare=prepare, finish=finish)
+    return execute(placed, options, check=check_prune, network=network, prepare=prepare, finish=finish)
 
 
 # ------------------------------------------------------------------------------------------------ one-shot
@@ -164,72 +177,86 @@ def _source(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _load_layers(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Load effective dense weights and biases into ``model``, whose sparse layers keep their own masks."""
+    """Load weights (a :func:`weight_state`) into ``model``, whose sparse layers keep their own masks."""
     for name, module in model.named_modules():
         sub = {k.removeprefix(f"{name}."): v for k, v in state.items() if name and k.rsplit(".", 1)[0] == name}
-        if sub:
-            module.load_state_dict(sub, strict=not hasattr(module, "mask_dense"))
+        if not sub:
+            continue
+        if hasattr(module, "mask_dense") and "weight_values" in sub:  # values at the source's connections
+            ip, ix = module.structure()
+            src = torch.zeros(int(np.prod(module.weight_shape)), dtype=sub["weight_values"].dtype)
+            rows = np.repeat(np.arange(len(sub["weight_indptr"]) - 1), np.diff(sub["weight_indptr"].numpy()))
+            cols = int(np.prod(module.weight_shape[1:]))
+            src[torch.from_numpy(rows * cols + sub["weight_indices"].numpy().astype(np.int64))] = sub["weight_values"]
+            sub = {"weight": src.reshape(module.weight_shape), **({"bias": sub["bias"]} if "bias" in sub else {})}
+        module.load_state_dict(sub, strict=not hasattr(module, "mask_dense"))
 
 
-def run_oneshot(groups: list[Any], options: RunOptions, given: set[str] | None = None) -> dict[str, Any]:
+def run_oneshot(desc: RunDesc, options: RunOptions, given: set[str]) -> dict[str, Any]:
     """Prune the final weights of a finished train run (``--from``) at once, without retraining, and
-    measure the pruned model's accuracy. ``given``: the option names set explicitly (model and data options
-    among them must agree with the source run; training options are ignored, nothing is trained)."""
-    ph: PruneHparams = groups[-1]
-    source = Path(ph.from_run)  # type: ignore[arg-type]
-    src_hp, src_summary = _source(source)
-    src_groups = [build(cls, src_hp.get("hparams", {}), f"{source}/hparams.json") for cls in TRAIN_GROUPS]
-    for group, theirs in zip(groups, src_groups):
-        for f in dataclasses.fields(group):
-            if f.name in SOURCE_KEYS and f.name in (given or set()) and getattr(group, f.name) != getattr(theirs, f.name):
-                raise ConfigError(f"--{f.name.replace('_', '-')} {getattr(group, f.name)!r} differs from the run "
-                                  f"being pruned ({source}: {getattr(theirs, f.name)!r}); leave it out")
-    dh, mh, _ = src_groups
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    data = cached_dataset(dh.dataset, options.data_dir, dh.validation, options.mirror, not options.quiet)
-    network = network_for(mh, data)
-    names = prunable(network.arch, ph.excluded)
-    canon = canonical(groups)
-    run_id = rundir.run_id("prune", canon)
-    out = options.out or rundir.default_out("prune", canon)
-    full = {k: v for g in [*src_groups, ph] for k, v in g.to_dict().items()}
-    done = rundir.prepare(out, "prune", canon, full)
-    if done is not None:
-        return done
-    started = time.perf_counter()
-    model, network = build_network(mh, data, network)
-    payload = torch.load(source / CHECKPOINT, map_location="cpu", weights_only=False)
-    model.load_state_dict(payload["model"])
-    dense_loss, dense_acc = evaluate(model, data.test)
+    measure the pruned model's accuracy. Training options are ignored (nothing is trained)."""
+    placed = place(desc, options.out)
+    finished = placed.finished()
+    if finished is not None:
+        return finished
+    concrete = placed.concrete()
+    check_prune(concrete)
+    ph: PruneHparams = concrete.group(PruneHparams)
+    source = Path(str(ph.from_run))
+    src_hp, _ = _source(source)
+    where = f"{source}/hparams.json"
+    try:
+        src_groups = [cls(**{k: v for k, v in src_hp.get("hparams", {}).items()
+                             if k in {f.name for f in dataclasses.fields(cls)}}) for cls in TRAIN_GROUPS]
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    src = RunDesc("train", tuple(src_groups))
+    for name in SOURCE_KEYS:
+        if name in given and str(desc.get(name)) != str(src.get(name)):
+            raise ConfigError(f"--{name} {str(desc.get(name))!r} differs from the run being pruned "
+                              f"({source}: {str(src.get(name))!r}); leave it out")
+    dh: DataHparams = src.group(DataHparams)
+    mh: ModelHparams = src.group(ModelHparams)
+    out = placed.out
+    with FolderLock(out, "run"), run_threads(concrete.get("threads")):
+        data = cached_dataset(dh.dataset, options.data_dir, dh.validation, options.mirror, not options.quiet)
+        network = network_for(mh, dh.dataset)
+        names = prunable(network.arch, ph.excluded)
+        started = time.perf_counter()
+        model = build_network(mh, network)
+        model.load_state_dict(load_checkpoint_file(source / CHECKPOINT, ("model",))["model"])
+        rundir.claim(out, placed.desc, placed.refs)
+        spe = steps_per_epoch(dh)
+        dense_record = evaluation(model, data, 0, spe)
 
-    state = dense_state(model)
-    current = weight_masks(model, network.arch)
-    masks = magnitude_masks({n: state[f"{n}.weight"] for n in names}, ph.sparsity, global_prune=ph.global_prune,
-                            keep={n: torch.from_numpy(current[n]) for n in names})
-    pruned_masks = {n: m.numpy() for n, m in masks.items()}
-    pruned_masks.update({n: m for n, m in network.masks.items() if n not in pruned_masks})
-    pruned_net = Network(network.arch, pruned_masks, None)
-    pruned = instantiate(network.arch, pruned_masks, init="sparse", backend=mh.backend)
-    _load_layers(pruned, state)
-    test_loss, test_acc = evaluate(pruned, data.test)
-    record: dict[str, Any] = {"step": 0, "epoch": 0.0, "test_loss": test_loss, "test_accuracy": test_acc}
-    if data.validation is not None:
-        record["val_loss"], record["val_accuracy"] = evaluate(pruned, data.validation)
-    metrics = [record]
+        state = weight_state(model)
+        weights = {n: getattr(model, n).dense_weight() if hasattr(getattr(model, n), "dense_weight")
+                   else getattr(model, n).weight.detach() for n in names}
+        current = weight_masks(model, network.arch)
+        masks = magnitude_masks(weights, ph.sparsity, global_prune=ph.global_prune,
+                                keep={n: torch.from_numpy(current[n]) for n in names})
+        pruned_masks = {n: m.numpy() for n, m in masks.items()}
+        pruned_masks.update({n: m for n, m in network.masks.items() if n not in pruned_masks})
+        pruned_net = Network(network.arch, pruned_masks, None)
+        pruned = instantiate(network.arch, pruned_masks, init="sparse", backend=mh.backend)
+        _load_layers(pruned, state)
+        record = evaluation(pruned, data, 0, spe)
+        metrics = [record]
 
-    for snap in sorted(source.glob("weights-step*.pt")):  # so that --init rewind:THIS_RUN[@STEP] works
-        with atomic_path(out / snap.name) as tmp:
-            shutil.copyfile(snap, tmp)
-    with atomic_path(out / CHECKPOINT) as tmp:
-        torch.save({"step": 0, "model": pruned.state_dict(), "metrics": metrics}, tmp)
-    atomic_write_text(out / METRICS, "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
-    write_topology(pruned, network.arch, out / TOPOLOGY, _meta(ph, network.arch, names, run_id, test_acc))
+        for snap in sorted(source.glob("weights-step*.pt")):  # so that --init rewind:THIS_RUN[@STEP] works
+            with atomic_path(out / snap.name) as tmp:
+                shutil.copyfile(snap, tmp)
+        save_checkpoint(out / CHECKPOINT, pruned, None, LoopState(0, metrics, time.perf_counter() - started), [])
+        write_metrics(out / METRICS, metrics)
+        write_topology(pruned, network.arch, out / TOPOLOGY,
+                       _meta(ph, network.arch, names, placed.desc.run_id, record["test_accuracy"]))
 
-    result = LoopResult("completed", 0, metrics, time.perf_counter() - started)
-    summary = summarise(result, pruned, pruned_net, run_id, "prune")
-    summary.update(_pruning_summary(ph, names, pruned))
-    summary.update({"pruned_test_accuracy": test_acc, "pruned_test_loss": test_loss, "dense_test_accuracy": dense_acc,
-                    "dense_test_loss": dense_loss, "from_run": str(source), "from_run_id": src_hp.get("run_id")})
-    rundir.write_summary(out, summary)
+        result = LoopResult("completed", 0, metrics, time.perf_counter() - started)
+        summary = summarise(result, pruned, pruned_net, placed.desc)
+        summary.update(_pruning_summary(ph, names, pruned))
+        summary.update({"pruned_test_accuracy": record["test_accuracy"], "pruned_test_loss": record["test_loss"],
+                        "dense_test_accuracy": dense_record["test_accuracy"],
+                        "dense_test_loss": dense_record["test_loss"],
+                        "from_run": str(placed.desc.get("from_run")), "from_run_id": src_hp.get("run_id")})
+        rundir.write_summary(out, summary)
     return summary

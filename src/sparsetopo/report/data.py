@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
+from sparsetopo.desc.identity import RUN_TOKEN, RunDesc
 from sparsetopo.errors import UserError
-from sparsetopo.experiments.hparams import RUN_TOKEN, registered_defaults
 from sparsetopo.experiments.results import DB_NAME, ResultsStore
+from sparsetopo.runs import describe
 
 SEED_KEYS = ("seed", "data_seed")
 # Options that never tell two configurations apart in a table (where the files are, run references).
@@ -34,10 +34,18 @@ class Run:
     stages: list[str] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
+    @cached_property
+    def desc(self) -> RunDesc:
+        """The run's description, parsed from its hyperparameters as the CLI would parse them."""
+        return describe(self.command, self.params)
+
+    @cached_property
+    def _values(self) -> dict[str, Any]:
+        return self.desc.to_dict()
+
     def get(self, key: str) -> Any:
-        if key in self.params:
-            return self.params[key]
-        return registered_defaults(self.command).get(key)
+        """Option ``key`` in its canonical JSON form (``random:density=1/10`` reads as ``random:density=0.1``)."""
+        return self._values.get(key, self.params.get(key))
 
     @property
     def parent(self) -> str | None:
@@ -58,29 +66,16 @@ class Run:
 def sparsity_of(run: Run) -> float | None:
     """The nominal sparsity of a run's sparse layers: the prune target, the scale, the topology spec's
     density, else the measured sparsity of the layers that are not dense."""
-    if run.command == "prune":
-        s = run.get("sparsity")
-        return float(s) if s is not None else None
-    scale = run.get("scale")
-    if isinstance(scale, str) and ":" in scale:
-        kind, _, value = scale.partition(":")
-        try:
-            v = float(value)
-        except ValueError:
-            v = math.nan
-        if kind == "connections" and v > 0:
-            return 1.0 - 1.0 / v
-        if kind == "neurons":
-            return 1.0 - v
-    topo = str(run.get("topology") or "dense")
-    if topo == "dense":
+    desc = run.desc
+    if desc.kind == "prune":
+        return desc.get("sparsity")
+    scale, topo = desc.get("scale"), desc.get("topology")
+    if scale is not None:
+        return 1.0 - scale.density
+    if topo.kind == "dense":
         return 0.0
-    m = re.search(r"density=([0-9.eE+-]+)", topo)
-    if m:
-        try:
-            return 1.0 - float(m.group(1))
-        except ValueError:
-            pass
+    if topo.density is not None:
+        return 1.0 - topo.density
     layers = run.summary.get("layers", [])
     flagged = [layer for layer in layers if layer.get("sparse")]
     layers = flagged or [layer for layer in layers if layer.get("density", 1.0) < 1.0]
@@ -100,18 +95,19 @@ def _size(layer: dict[str, Any]) -> int:
 
 
 def topology_family(run: Run) -> str:
-    topo = str(run.get("topology") or "dense")
-    return topo.split(":", 1)[0] if ":" in topo else topo
+    """dense, random, radix or file."""
+    return str(run.desc.get("topology").kind)
 
 
 def regime_of(run: Run) -> str:
     """'connections' (fixed connections, widened), 'neurons' (fixed neurons) or 'dense'."""
-    scale = run.get("scale")
-    if isinstance(scale, str) and scale.startswith("connections:"):
-        return "dense" if float(scale.split(":", 1)[1]) == 1 and topology_family(run) == "dense" else "connections"
-    if isinstance(scale, str) and scale.startswith("neurons:"):
+    scale = run.desc.get("scale")
+    dense = topology_family(run) == "dense"
+    if scale is not None and scale.kind == "connections":
+        return "dense" if scale.value == 1 and dense else "connections"
+    if scale is not None:
         return "neurons"
-    return "dense" if topology_family(run) == "dense" else "neurons"
+    return "dense" if dense else "neurons"
 
 
 def label(value: Any) -> str:

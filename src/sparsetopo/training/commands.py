@@ -7,13 +7,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sparsetopo.desc.hparams import add_arguments, collect
+from sparsetopo.desc.identity import RunDesc
 from sparsetopo.errors import ConfigError
-from sparsetopo.training.hparams import TRAIN_GROUPS, add_arguments, collect
+from sparsetopo.training.hparams import TRAIN_GROUPS
 
 if TYPE_CHECKING:
     from sparsetopo.training.run import RunOptions
 
-RUN_OPTION_NAMES = ("out", "data_dir", "mirror", "quiet", "checkpoint_every", "threads", "config", "snapshot_steps")
+RUN_OPTION_NAMES = ("out", "data_dir", "mirror", "quiet", "checkpoint_every", "config", "snapshot_steps")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -29,23 +31,21 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="checkpoint every N steps (default: at every evaluation)")
     group.add_argument("--snapshot-steps", metavar="S1,S2", default="",
                        help="also save the weights at these steps, for --init rewind:RUN@STEP (step 0 always is)")
-    group.add_argument("--threads", type=int, metavar="T", help="torch threads (default: torch's choice)")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_options(args: argparse.Namespace | dict[str, Any]) -> "RunOptions":
     values = vars(args) if isinstance(args, argparse.Namespace) else args
 
-    for name in ("checkpoint_every", "threads"):
-        value = values.get(name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')}: {value} is invalid: must be > 0")
+    value = values.get("checkpoint_every")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise ConfigError(f"--checkpoint-every: {value!r} is invalid: must be an integer > 0")
     from sparsetopo.training.run import RunOptions
 
     out = values.get("out")
     return RunOptions(out=Path(out) if out else None, data_dir=values.get("data_dir"), mirror=values.get("mirror"),
                       quiet=bool(values.get("quiet")), checkpoint_every=values.get("checkpoint_every"),
-                      threads=values.get("threads"), snapshot_steps=parse_steps(values.get("snapshot_steps")))
+                      snapshot_steps=parse_steps(values.get("snapshot_steps")))
 
 
 def parse_steps(text: Any) -> tuple[int, ...]:
@@ -75,14 +75,20 @@ def print_summary(summary: dict[str, Any], out: Path | None) -> None:
           f"{summary['weights_nonzero']:,} of {summary['weights_total']:,} weights, {summary['wall_seconds']:.1f} s{where}")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from sparsetopo.training.run import check_init, execute
+def describe_args(kind: str, groups: tuple[type, ...], args: argparse.Namespace) -> RunDesc:
+    """The run description of a command line: defaults < ``--config`` file < flags."""
+    values = {k: v for k, v in vars(args).items() if k not in RUN_OPTION_NAMES and k not in ("handler", "command")}
+    return RunDesc(kind, tuple(collect(groups, values, args.config)))
 
-    groups = collect(TRAIN_GROUPS, {k: v for k, v in vars(args).items() if k not in RUN_OPTION_NAMES}, args.config)
-    check_init(groups[1].init)
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sparsetopo.training.run import execute, place
+
+    desc = describe_args("train", TRAIN_GROUPS, args)
     options = run_options(args)
-    summary = execute("train", groups, options)
-    print_summary(summary, options.out)
+    placed = place(desc, options.out)
+    summary = execute(placed, options)
+    print_summary(summary, placed.out)
     return 0 if summary["status"] == "completed" else 3
 
 
@@ -102,8 +108,8 @@ def register(subparsers: Any) -> None:
         "diverged (NaN/inf), 2 on bad input.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for cls, title in zip(TRAIN_GROUPS, ("data", "model", "training")):
-        add_arguments(p, cls, title)
+    for cls in TRAIN_GROUPS:
+        add_arguments(p, cls)
     add_run_options(p)
     p.set_defaults(handler=cmd_train)
 

@@ -17,15 +17,22 @@ from tqdm import tqdm
 
 from sparsetopo.data import Dataset, Split
 from sparsetopo.fileio import atomic_path, atomic_write_text
+from sparsetopo.errors import UserError
 from sparsetopo.training.hparams import DataHparams, TrainHparams
+from sparsetopo.training.safeload import load_checkpoint_file
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = ("step", "model", "optimizer", "callbacks", "metrics", "wall_seconds", "loss_sum", "loss_count",
+                   "torch_rng")
 METRICS = "metrics.jsonl"
 EVAL_BATCH = 1000
 
 
 class Callback(Protocol):
-    """Hooks into the loop (gradual pruning uses them). State is saved in the checkpoint."""
+    """Hooks into the loop (gradual pruning uses them). Each has a ``name``, unique in the run: its state is
+    saved in the checkpoint under that name, so adding or removing another callback on resume loses none."""
+
+    name: str
 
     def on_step_end(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
 
@@ -67,6 +74,19 @@ def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
     return loss_sum / len(split), correct / len(split)
 
 
+def evaluation(model: nn.Module, data: Dataset, step: int, steps_per_epoch: int,
+               train_loss: float | None = None) -> dict[str, Any]:
+    """One ``metrics.jsonl`` record: the test (and validation) loss and accuracy at ``step``."""
+    test_loss, test_acc = evaluate(model, data.test)
+    record: dict[str, Any] = {"step": step, "epoch": round(step / steps_per_epoch, 4)}
+    if train_loss is not None:
+        record["train_loss"] = train_loss
+    record.update({"test_loss": test_loss, "test_accuracy": test_acc})
+    if data.validation is not None:
+        record["val_loss"], record["val_accuracy"] = evaluate(model, data.validation)
+    return record
+
+
 def epoch_order(n: int, data_seed: int, epoch: int) -> torch.Tensor:
     """The order of training examples in ``epoch``: a pure function of the seed and epoch (resume-safe)."""
     generator = torch.Generator().manual_seed(data_seed * 1_000_003 + epoch)
@@ -99,13 +119,15 @@ class LoopResult:
         return max((m["test_accuracy"] for m in self.metrics), default=None)
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: LoopState,
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, state: LoopState,
                     callbacks: list[Callback]) -> None:
+    """The one checkpoint schema (``CHECKPOINT_KEYS``); a run that trains nothing (one-shot pruning) saves
+    no optimiser state."""
     payload = {
         "step": state.step,
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "callbacks": [cb.state_dict() for cb in callbacks],
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "callbacks": {cb.name: cb.state_dict() for cb in callbacks},
         "metrics": state.metrics,
         "wall_seconds": state.wall_seconds,
         "loss_sum": state.loss_sum,
@@ -118,16 +140,29 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     callbacks: list[Callback]) -> LoopState:
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    for cb, cb_state in zip(callbacks, payload["callbacks"]):
-        cb.load_state_dict(cb_state)
+    payload = load_checkpoint_file(path, CHECKPOINT_KEYS)
+    saved = payload["callbacks"]
+    if not isinstance(saved, dict):
+        raise UserError(f"{path}: callback states are not stored by name (an older checkpoint); move it away "
+                        "to start the run again")
+    for cb in callbacks:
+        state = saved.get(cb.name)
+        if state is None and cb.state_dict():
+            raise UserError(f"{path}: holds no state for '{cb.name}', which this run has; resume with the options "
+                            "the run started with, or move the checkpoint away to start again")
+        if state is not None:
+            cb.load_state_dict(state)
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise UserError(f"{path}: does not fit this run's model ({str(exc).splitlines()[0][:200]}); move it away "
+                        "to start the run again") from None
     torch.set_rng_state(payload["torch_rng"])
     return LoopState(payload["step"], payload["metrics"], payload["wall_seconds"], payload["loss_sum"], payload["loss_count"])
 
 
-def _write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
+def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
 
 
@@ -148,6 +183,9 @@ def train(
     ``checkpoint_every`` (steps) defaults to checkpointing at every evaluation.
     """
     callbacks = list(callbacks or [])
+    names = [cb.name for cb in callbacks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"callback names must be unique, got {names}")
     n = len(data.train)
     steps_per_epoch = math.ceil(n / dh.batch_size)
     total = th.total_steps(steps_per_epoch)
@@ -163,7 +201,7 @@ def train(
     def checkpoint() -> None:
         if ckpt is not None:
             save_checkpoint(ckpt, model, optimizer, state, callbacks)
-            _write_metrics(out / METRICS, state.metrics)  # type: ignore[operator]
+            write_metrics(out / METRICS, state.metrics)  # type: ignore[operator]
 
     bar = tqdm(total=total, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
                disable=quiet or not sys.stderr.isatty(), leave=False)
@@ -197,16 +235,9 @@ def train(
             cb.on_step_end(state.step, model, optimizer)
         bar.update(1)
         if state.step % eval_every == 0 or state.step == total:
-            test_loss, test_acc = evaluate(model, data.test)
-            record = {
-                "step": state.step,
-                "epoch": round(state.step / steps_per_epoch, 4),
-                "train_loss": state.loss_sum / max(state.loss_count, 1),
-                "test_loss": test_loss,
-                "test_accuracy": test_acc,
-            }
-            if data.validation is not None:
-                record["val_loss"], record["val_accuracy"] = evaluate(model, data.validation)
+            record = evaluation(model, data, state.step, steps_per_epoch,
+                                train_loss=state.loss_sum / max(state.loss_count, 1))
+            test_acc = record["test_accuracy"]
             state.metrics.append(record)
             state.loss_sum, state.loss_count = 0.0, 0
             bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{test_acc:.4f}")

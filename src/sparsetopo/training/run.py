@@ -1,24 +1,34 @@
-"""A training run end to end: hyperparameters -> data, model -> loop -> run directory files."""
+"""A training run end to end: description -> checks -> data, model -> loop -> run directory files.
+
+Every input is checked before anything is written: a run that is refused leaves no trace in its ``--out``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from sparsetopo.data import Dataset, load_dataset
+from sparsetopo.data.registry import get_spec
+from sparsetopo.desc.identity import RunDesc, bind_references, resolve_references, sibling_locator
 from sparsetopo.errors import ConfigError
+from sparsetopo.fileio import FolderLock
 from sparsetopo.models import instantiate
 from sparsetopo.models.sparse import Network, resolve_network
+from sparsetopo.system import default_threads
 from sparsetopo.training import rundir
-from sparsetopo.training.hparams import DataHparams, ModelHparams, TrainHparams, canonical
+from sparsetopo.training.hparams import DataHparams, ModelHparams, TrainHparams
 from sparsetopo.training.loop import CHECKPOINT, Callback, LoopResult, train
-from sparsetopo.training.rewind import apply_rewind, save_snapshot
+from sparsetopo.training.rewind import apply_rewind, check_rewind, save_snapshot
 
 
 @dataclass
@@ -30,8 +40,52 @@ class RunOptions:
     mirror: str | None = None
     quiet: bool = False
     checkpoint_every: int | None = None
-    threads: int | None = None
     snapshot_steps: tuple[int, ...] = ()  # also save the weights at these steps (step 0 always is)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A run placed in its directory: ``desc`` names it (other runs as ``{run:ID}``); ``refs`` records where
+    those runs are, relative to ``out``; :meth:`concrete` is what the run reads (the references located)."""
+
+    desc: RunDesc
+    out: Path
+    refs: dict[str, str]
+
+    def concrete(self) -> RunDesc:
+        return resolve_references(self.desc, sibling_locator(self.out.resolve(), self.refs))
+
+    def finished(self) -> dict[str, Any] | None:
+        """The summary when ``out`` holds this run, finished; None when it holds it unfinished or nothing.
+        A directory holding another run is refused."""
+        return rundir.finished_summary(self.out) if rundir.check_same_run(self.out, self.desc) else None
+
+
+def with_threads(desc: RunDesc) -> RunDesc:
+    """``desc`` with its thread count fixed (default: ``$OMP_NUM_THREADS``, else every core it may use)."""
+    return desc if desc.get("threads") is not None else desc.replace(threads=default_threads())
+
+
+def place(desc: RunDesc, out: Path | None) -> Placed:
+    """Fix the thread count, name other runs by id, and choose the directory (default ``runs/<run id>``)."""
+    desc, found = bind_references(with_threads(desc))
+    out = Path(out) if out is not None else desc.default_dir()
+    base = out.resolve()
+    refs = {**rundir.recorded_hints(out), **{rid: os.path.relpath(folder, base) for rid, folder in found.items()}}
+    for rid in desc.references():
+        refs.setdefault(rid, os.path.join("..", rid))
+    return Placed(desc, out, refs)
+
+
+@contextlib.contextmanager
+def run_threads(threads: int) -> Iterator[None]:
+    """torch (and so the sparse kernels) at ``threads`` threads for the run; the caller's count after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=4)
@@ -39,22 +93,42 @@ def cached_dataset(name: str, data_dir: str | None, validation: int, mirror: str
     return load_dataset(name, data_dir, validation=validation, download_missing=True, mirror=mirror, progress=progress)
 
 
-def parse_widths(text: str | None) -> tuple[int, ...] | None:
-    return tuple(int(v) for v in text.split(",")) if text else None
+def network_for(mh: ModelHparams, dataset: str, *, sample: bool = True) -> Network:
+    spec = get_spec(dataset)
+    return resolve_network(mh.model, spec.input_shape, spec.num_classes, topology=mh.topology, scale=mh.scale,
+                           widths=mh.widths, seed=mh.seed, sample=sample)
 
 
-def network_for(mh: ModelHparams, data: Dataset) -> Network:
-    return resolve_network(mh.model, data.input_shape, data.num_classes, topology=mh.topology, scale=mh.scale,
-                           widths=parse_widths(mh.widths), seed=mh.seed)
+def steps_per_epoch(dh: DataHparams) -> int:
+    return math.ceil((get_spec(dh.dataset).train_examples - dh.validation) / dh.batch_size)
 
 
-def build_network(mh: ModelHparams, data: Dataset, network: Network | None = None) -> tuple[nn.Module, Network]:
+def check_train(desc: RunDesc) -> None:
+    """Every refusal a training run can give, without loading data or drawing a topology: the dataset split,
+    the network (shapes, densities, a topology file that exists), and the ``--init`` snapshot."""
+    dh: DataHparams = desc.group(DataHparams)
+    mh: ModelHparams = desc.group(ModelHparams)
+    size = get_spec(dh.dataset).train_examples
+    if dh.validation >= size:
+        raise ConfigError(f"--validation {dh.validation}: {dh.dataset} has {size} training examples; hold out fewer")
+    if mh.topology.kind != "file" or Path(mh.topology.path).exists():
+        network_for(mh, dh.dataset, sample=False)
+    elif not _pending(mh.topology.path):
+        raise ConfigError(f"--topology {mh.topology}: no such file {mh.topology.path}")
+    if mh.init.kind == "rewind" and not _pending(mh.init.run):
+        check_rewind(mh.init)
+
+
+def _pending(path: str) -> bool:
+    """A reference to a run of a sweep that has not run yet (checked when it has)."""
+    return "{run:" in path
+
+
+def build_network(mh: ModelHparams, network: Network) -> nn.Module:
     """The model with its topology applied, initialised from ``mh.seed``."""
-    network = network or network_for(mh, data)
-    init = mh.init if mh.init in ("sparse", "dense") else "sparse"
+    init = mh.init.kind if mh.init.kind in ("sparse", "dense") else "sparse"
     torch.manual_seed(mh.seed)
-    model = instantiate(network.arch, network.masks, init=init, backend=mh.backend)
-    return model, network
+    return instantiate(network.arch, network.masks, init=init, backend=mh.backend)
 
 
 def layer_table(model: nn.Module, network: Network) -> list[dict[str, Any]]:
@@ -67,11 +141,11 @@ def layer_table(model: nn.Module, network: Network) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise(result: LoopResult, model: nn.Module, network: Network, run_id: str, command: str) -> dict[str, Any]:
+def summarise(result: LoopResult, model: nn.Module, network: Network, desc: RunDesc) -> dict[str, Any]:
     layers = layer_table(model, network)
     return {
-        "run_id": run_id,
-        "command": command,
+        "run_id": desc.run_id,
+        "command": desc.kind,
         "status": result.status,
         "diverged_step": result.diverged_step,
         "final_test_accuracy": result.final_test_accuracy,
@@ -83,53 +157,55 @@ def summarise(result: LoopResult, model: nn.Module, network: Network, run_id: st
         "weights_nonzero": sum(l["nnz"] for l in layers),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": "cpu",
         "machine": platform.machine(),
     }
 
 
-def execute(
-    command: str,
-    groups: list[Any],
-    options: RunOptions,
-    *,
-    network: Network | None = None,
-    prepare: Callable[[nn.Module, Network, Dataset], list[Callback]] | None = None,
-    finish: Callable[[nn.Module, Network, Dataset, dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Run ``command`` with hyperparameter ``groups`` (Data, Model, Train, ...): the shared skeleton of
-    ``train`` and ``prune``. ``prepare`` returns loop callbacks; ``finish`` adds to the summary and writes
-    extra files before the summary is written."""
-    dh: DataHparams = next(g for g in groups if isinstance(g, DataHparams))
-    mh: ModelHparams = next(g for g in groups if isinstance(g, ModelHparams))
-    th: TrainHparams = next(g for g in groups if isinstance(g, TrainHparams))
-    canon = canonical(groups)
-    run_id = rundir.run_id(command, canon)
-    out = options.out or rundir.default_out(command, canon)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    data = cached_dataset(dh.dataset, options.data_dir, dh.validation, options.mirror, not options.quiet)
-    network = network or network_for(mh, data)  # validates the topology before anything is written
-    done = rundir.prepare(out, command, canon, {k: v for g in groups for k, v in g.to_dict().items()})
-    if done is not None:
-        return done
-    model, network = build_network(mh, data, network)
-    if mh.init.startswith("rewind:"):
-        apply_rewind(model, mh.init)
-    if not (out / CHECKPOINT).exists():
-        save_snapshot(model, out, 0)
-    callbacks: list[Callback] = [Snapshots(out, options.snapshot_steps)] if options.snapshot_steps else []
-    callbacks += prepare(model, network, data) if prepare else []
-    result = train(model, data, dh, th, seed=mh.seed, out=out, callbacks=callbacks,
-                   checkpoint_every=options.checkpoint_every, quiet=options.quiet)
-    summary = summarise(result, model, network, run_id, command)
-    if finish is not None:
-        finish(model, network, data, summary)
-    rundir.write_summary(out, summary)
+Prepare = Callable[[nn.Module, Network, Dataset], list[Callback]]
+Finish = Callable[[nn.Module, Network, Dataset, dict[str, Any]], None]
+
+
+def execute(placed: Placed, options: RunOptions, *, check: Callable[[RunDesc], None] = check_train,
+            network: Callable[[RunDesc], Network] | None = None, prepare: Prepare | None = None,
+            finish: Finish | None = None) -> dict[str, Any]:
+    """Run a placed description: the shared skeleton of ``train`` and ``prune``. ``check`` refuses bad input
+    before anything is written; ``network`` builds the network (default: from the topology spec);
+    ``prepare`` returns loop callbacks; ``finish`` adds to the summary and writes extra files before the
+    summary is written."""
+    finished = placed.finished()
+    if finished is not None:
+        return finished
+    concrete = placed.concrete()
+    check(concrete)
+    out = placed.out
+    with FolderLock(out, "run"), run_threads(concrete.get("threads")):
+        dh: DataHparams = concrete.group(DataHparams)
+        mh: ModelHparams = concrete.group(ModelHparams)
+        th: TrainHparams = concrete.group(TrainHparams)
+        data = cached_dataset(dh.dataset, options.data_dir, dh.validation, options.mirror, not options.quiet)
+        net = network(concrete) if network is not None else network_for(mh, dh.dataset)
+        model = build_network(mh, net)
+        if mh.init.kind == "rewind":
+            apply_rewind(model, mh.init)
+        rundir.claim(out, placed.desc, placed.refs)
+        if not (out / CHECKPOINT).exists():
+            save_snapshot(model, out, 0)
+        callbacks: list[Callback] = [Snapshots(out, options.snapshot_steps)] if options.snapshot_steps else []
+        callbacks += prepare(model, net, data) if prepare else []
+        result = train(model, data, dh, th, seed=mh.seed, out=out, callbacks=callbacks,
+                       checkpoint_every=options.checkpoint_every, quiet=options.quiet)
+        summary = summarise(result, model, net, placed.desc)
+        if finish is not None:
+            finish(model, net, data, summary)
+        rundir.write_summary(out, summary)
     return summary
 
 
 class Snapshots:
     """Save the weights at chosen steps (for ``--init rewind:RUN@STEP``)."""
+
+    name = "snapshots"
 
     def __init__(self, out: Path, steps: tuple[int, ...]) -> None:
         self.out, self.steps = out, set(steps)
@@ -143,9 +219,3 @@ class Snapshots:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
-
-
-def check_init(init: str) -> None:
-    if init in ("sparse", "dense") or init.startswith("rewind:"):
-        return
-    raise ConfigError(f"--init {init!r}: use sparse, dense, rewind:RUN_DIR or rewind:RUN_DIR@STEP")
