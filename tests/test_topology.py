@@ -400,7 +400,7 @@ def _set_header(data, **changes):
 )
 def test_load_refuses_mismatched_files(tmp_path, mutate, problem):
     path = tmp_path / "lenet.npz"
-    save_topology(_lenet5_like(), path)
+    save_topology(_lenet5_like(), path, encoding="indices")
     _rewrite(path, mutate)
     with pytest.raises(ConfigError) as info:
         load_topology(path)
@@ -445,7 +445,7 @@ def _set_indptr(data, index, value):  # layer 2 is LeNet-5's dense 400 x 120 fc1
 )
 def test_load_names_what_is_wrong_with_indptr(tmp_path, mutate, problem):
     path = tmp_path / "lenet.npz"
-    save_topology(_lenet5_like(), path)
+    save_topology(_lenet5_like(), path, encoding="indices")
     _rewrite(path, mutate)
     with pytest.raises(ConfigError) as info:
         load_topology(path)
@@ -459,3 +459,32 @@ def test_load_names_what_is_wrong_with_indptr(tmp_path, mutate, problem):
         assert "must have" in msg and "rows + 1" in msg
     if problem == "layer 2: ":
         assert "column indices, header says nnz" in msg
+
+
+@pytest.mark.parametrize("encoding", ["auto", "indices", "bits"])
+def test_every_encoding_round_trips_and_dense_layers_are_stored_as_bits(tmp_path, encoding):
+    topo = _lenet5_like()
+    path = tmp_path / f"{encoding}.npz"
+    save_topology(topo, path, encoding=encoding)
+    assert load_topology(path) == topo
+    with np.load(path) as npz:
+        names = set(npz.files)
+    dense_fc = 2  # LeNet-5's 400 x 120 fc1 at high density: 6 KB of bits instead of 4 bytes per connection
+    assert (f"bits_{dense_fc}" in names) == (encoding != "indices")
+    sparse = random_topology([784, 300], 0.01, seed=0)
+    save_topology(sparse, tmp_path / "sparse.npz", encoding=encoding)
+    with np.load(tmp_path / "sparse.npz") as npz:
+        assert ("bits_0" in npz.files) == (encoding == "bits")  # at density 0.01 indices are smaller
+
+
+@pytest.mark.parametrize("mutate, problem", [
+    (lambda d: d.__setitem__("bits_2", d["bits_2"][:-1].copy()), "layer 2: bit mask has"),
+    (lambda d: d.__setitem__("bits_2", np.zeros_like(d["bits_2"])), "layer 2: bit mask has 0 connections"),
+    (lambda d: d.__setitem__("indptr_2", np.zeros(401, dtype=np.int32)), "both a bit mask and index arrays"),
+])
+def test_load_refuses_bad_bit_masks(tmp_path, mutate, problem):
+    path = tmp_path / "lenet.npz"
+    save_topology(_lenet5_like(), path, encoding="bits")
+    _rewrite(path, mutate)
+    with pytest.raises(ConfigError, match=problem):
+        load_topology(path)

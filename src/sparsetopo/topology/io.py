@@ -1,8 +1,10 @@
 """Save and load a :class:`~sparsetopo.topology.Topology` as one ``.npz`` file.
 
-The file holds a JSON header (``header``, UTF-8 bytes) and, per layer ``i``, the CSR index arrays
-``indptr_i`` and ``indices_i`` of the boolean adjacency; a conv layer's weight-level mask is stored
-bit-packed as ``kernel_i``. Nothing is pickled. Loading checks every array against the header.
+The file holds a JSON header (``header``, UTF-8 bytes) and, per layer ``i``, the boolean adjacency: as
+the CSR index arrays ``indptr_i`` and ``indices_i``, or, when that is smaller (a layer denser than about
+1/32), as the bit-packed dense matrix ``bits_i`` (row-major, ``n_in x n_out`` bits). A conv layer's
+weight-level mask is stored bit-packed as ``kernel_i``. Nothing is pickled. Loading checks every array
+against the header. Version 1 files (index arrays only) still load.
 """
 
 from __future__ import annotations
@@ -20,21 +22,32 @@ from sparsetopo.fileio import atomic_path
 from sparsetopo.topology.core import Topology, _canonical_csr
 
 FORMAT = "sparsetopo.topology"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)
 
 
 def _index_dtype(limit: int) -> type:
     return np.int32 if limit < np.iinfo(np.int32).max else np.int64
 
 
-def save_topology(topo: Topology, path: str | os.PathLike[str]) -> None:
-    """Write ``topo`` to ``path`` (exactly that name) atomically."""
+ENCODINGS = ("auto", "indices", "bits")
+
+
+def save_topology(topo: Topology, path: str | os.PathLike[str], *, encoding: str = "auto") -> None:
+    """Write ``topo`` to ``path`` (exactly that name) atomically. ``encoding``: each layer as CSR index
+    arrays (``indices``), as a bit mask (``bits``), or whichever is smaller (``auto``)."""
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"encoding {encoding!r} is not allowed; choose one of: {', '.join(ENCODINGS)}")
     arrays: dict[str, np.ndarray] = {}
     layers = []
     for i, m in enumerate(topo.layers):
         dt = _index_dtype(max(m.shape[1], m.nnz))
-        arrays[f"indptr_{i}"] = m.indptr.astype(dt)
-        arrays[f"indices_{i}"] = m.indices.astype(dt)
+        smaller = (m.shape[0] * m.shape[1] + 7) // 8 < m.nnz * np.dtype(dt).itemsize
+        if encoding == "bits" or (encoding == "auto" and smaller):
+            arrays[f"bits_{i}"] = np.packbits(m.toarray().reshape(-1))
+        else:
+            arrays[f"indptr_{i}"] = m.indptr.astype(dt)
+            arrays[f"indices_{i}"] = m.indices.astype(dt)
         km = topo.kernel_masks[i]
         if km is not None:
             arrays[f"kernel_{i}"] = np.packbits(km.reshape(-1))
@@ -69,6 +82,22 @@ def _check_indptr(path: Any, i: int, indptr: np.ndarray, rows: int, nnz: int) ->
                          f"nnz {nnz}")
 
 
+def _from_bits(path: Any, i: int, packed: np.ndarray, n_in: int, n_out: int, nnz: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """CSR index arrays of a bit-packed ``n_in x n_out`` adjacency, checked against the header."""
+    size = n_in * n_out
+    if packed.dtype != np.uint8 or packed.ndim != 1 or packed.shape[0] != (size + 7) // 8:
+        raise _bad(path, f"layer {i}: bit mask has {packed.size} bytes, expected {(size + 7) // 8} for shape "
+                         f"{[n_in, n_out]}")
+    dense = np.unpackbits(packed, count=size).astype(bool).reshape(n_in, n_out)
+    if int(dense.sum()) != nnz:
+        raise _bad(path, f"layer {i}: bit mask has {int(dense.sum())} connections, header says nnz {nnz}")
+    rows, cols = np.nonzero(dense)
+    indptr = np.zeros(n_in + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_in), out=indptr[1:])
+    return indptr, cols.astype(np.int64)
+
+
 def load_topology(path: str | os.PathLike[str]) -> Topology:
     """Read a topology written by :func:`save_topology`, refusing corrupt or inconsistent files."""
     p = Path(path)
@@ -89,8 +118,9 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
         raise _bad(path, f"header is not valid JSON ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise _bad(path, f"header format is {header.get('format') if isinstance(header, dict) else header!r}, expected {FORMAT!r}")
-    if header.get("version") != VERSION:
-        raise _bad(path, f"unsupported version {header.get('version')!r} (this build reads version {VERSION})")
+    if header.get("version") not in READABLE:
+        raise _bad(path, f"unsupported version {header.get('version')!r} (this build reads versions "
+                         f"{', '.join(map(str, READABLE))})")
     specs = header.get("layers")
     if not isinstance(specs, list) or not specs:
         raise _bad(path, "header lists no layers")
@@ -104,8 +134,15 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
             raise _bad(path, f"layer {i}: malformed header entry {spec!r}") from None
         if n_in < 1 or n_out < 1 or nnz < 0:
             raise _bad(path, f"layer {i}: invalid shape {[n_in, n_out]} or nnz {nnz}")
+        if f"bits_{i}" in data:
+            indptr, indices = _from_bits(path, i, data[f"bits_{i}"], n_in, n_out, nnz)
+            if f"indptr_{i}" in data or f"indices_{i}" in data:
+                raise _bad(path, f"layer {i}: both a bit mask and index arrays")
+        else:
+            indptr, indices = data.get(f"indptr_{i}"), data.get(f"indices_{i}")
         try:
-            indptr, indices = data[f"indptr_{i}"], data[f"indices_{i}"]
+            if indptr is None or indices is None:
+                raise KeyError(f"indptr_{i}" if indptr is None else f"indices_{i}")
         except KeyError as exc:
             raise _bad(path, f"layer {i}: missing array {exc.args[0]!r}") from None
         if indptr.ndim != 1 or indices.ndim != 1 or not np.issubdtype(indptr.dtype, np.integer) \
@@ -142,7 +179,8 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
         if packed.dtype != np.uint8 or packed.ndim != 1 or packed.shape[0] != (size + 7) // 8:
             raise _bad(path, f"layer {i}: kernel mask has {packed.size} bytes, expected {(size + 7) // 8} for shape {kshape}")
         kms.append(np.unpackbits(packed, count=size).astype(bool).reshape(kshape))
-    extra = set(data) - {"header"} - {f"{k}_{i}" for i in range(len(specs)) for k in ("indptr", "indices", "kernel")}
+    extra = set(data) - {"header"} - {f"{k}_{i}" for i in range(len(specs))
+                                      for k in ("indptr", "indices", "kernel", "bits")}
     if extra:
         raise _bad(path, f"unexpected arrays {sorted(extra)}")
     try:
