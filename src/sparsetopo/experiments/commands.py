@@ -10,7 +10,7 @@ from typing import Any
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.estimate import describe_plan
 from sparsetopo.experiments.runner import BACKENDS, run_sweep
-from sparsetopo.experiments.spec import find_experiment_file, load_experiment
+from sparsetopo.experiments.spec import Filter, find_experiment_file, load_experiment, parse_filter
 from sparsetopo.experiments.worker import DEFAULT_RUN_FN
 
 
@@ -22,6 +22,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
+
+
+def _filter(text: str) -> Filter:
+    try:
+        return parse_filter(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def sweep_options(p: argparse.ArgumentParser) -> None:
@@ -38,6 +45,9 @@ def sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="dataset root passed to every run (default: $SPARSETOPO_DATA, then the cache)")
     p.add_argument("--checkpoint-every", type=_positive, metavar="STEPS", help="checkpoint interval of every run")
     p.add_argument("--max-retries", type=int, default=2, help="times a run whose worker died is retried (default 2)")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE", type=_filter,
+                   help="run only the runs whose option KEY is VALUE, and the runs they need (repeatable: all must "
+                        "hold), e.g. --only model=lenet300")
     p.add_argument("--run-fn", default=DEFAULT_RUN_FN, help=argparse.SUPPRESS)
 
 
@@ -66,7 +76,7 @@ def sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
         raise UserError(f"--max-retries {args.max_retries} is invalid: must be >= 0")
     result = run_sweep(experiments, args.out, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
                        run_fn=args.run_fn, data_dir=args.data_dir,
-                       checkpoint_every=args.checkpoint_every, max_retries=args.max_retries)
+                       checkpoint_every=args.checkpoint_every, max_retries=args.max_retries, only=args.only)
     print(f"sweep: {result.line()}; results in {Path(args.out) / 'results.db'}", file=sys.stderr)
     for rid, error in result.failures[:10]:
         print(f"sweep: failed {rid}: {error.splitlines()[0] if error else ''}", file=sys.stderr)
@@ -76,6 +86,6 @@ def sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     experiments = load_experiments([args.file], args.profile, args.threads)
     if args.dry_run:
-        print(describe_plan(experiments, args.out, estimate_from=args.estimate_from))
+        print(describe_plan(experiments, args.out, estimate_from=args.estimate_from, only=args.only))
         return 0
     return sweep(args, experiments)

@@ -11,7 +11,7 @@ from sparsetopo.desc.identity import RunDesc
 from sparsetopo.desc.status import RunStatus
 from sparsetopo.experiments.results import DB_NAME, ResultsStore
 from sparsetopo.experiments.runner import plan
-from sparsetopo.experiments.spec import Experiment, RunSpec
+from sparsetopo.experiments.spec import Experiment, Filter, RunSpec
 from sparsetopo.runs import describe
 from sparsetopo.system import available_cores
 from sparsetopo.topology.spec import Scale, parse_scale
@@ -132,9 +132,9 @@ def _line(pts: list[tuple[int, float]]) -> tuple[float, float]:
 
 
 def describe_plan(experiments: Iterable[Experiment], out: str | Path,
-                  estimate_from: str | Path | None = None) -> str:
+                  estimate_from: str | Path | None = None, only: Iterable[Filter] = ()) -> str:
     experiments = list(experiments)
-    specs: list[RunSpec] = plan(experiments)
+    specs: list[RunSpec] = plan(experiments, only)
     lines = []
     for exp in experiments:
         stages = Counter(stage for stage, _ in exp.memberships)

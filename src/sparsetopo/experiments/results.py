@@ -18,13 +18,20 @@ writers, each waits up to ``timeout`` seconds for the lock).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator, Mapping, Sequence
 
+from sparsetopo.errors import UserError
+from sparsetopo.fileio import atomic_write_text
+
 DB_NAME = "results.db"
+REGISTRY = "experiments.json"  # the experiments swept into the directory and their runs, as text
 DONE = ("completed", "diverged")  # a run in one of these states is never run again
 STATUSES = ("completed", "diverged", "failed", "blocked")
 
@@ -83,6 +90,40 @@ _ADDED_COLUMNS = (("cpu_seconds", "REAL"),)
 _METRIC_KEYS = ("step", "epoch", "train_loss", "test_loss", "test_accuracy")
 
 
+def _apply_schema(conn: sqlite3.Connection) -> None:
+    for stmt in _SCHEMA.strip().split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    for column, kind in _ADDED_COLUMNS:
+        if column not in have:
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+
+
+def _create(path: Path) -> None:
+    """Create the store with its whole schema under a temporary name, then link it into place, so that no
+    reader ever sees a database without its tables (if another process created it first, theirs stays)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            _apply_schema(conn)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        for leftover in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
 def _num(value: Any) -> float | None:
     """A metric value for SQLite: NaN and infinities (a diverged run's loss) are stored as NULL."""
     if value is None or isinstance(value, bool):
@@ -101,19 +142,19 @@ class ResultsStore:
         path = Path(path)
         self.path = path / DB_NAME if path.is_dir() or path.suffix != ".db" else path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        with self.transaction():
-            for stmt in _SCHEMA.strip().split(";"):
-                if stmt.strip():
-                    self.conn.execute(stmt)
-            have = {r["name"] for r in self.conn.execute("PRAGMA table_info(runs)")}
-            for column, kind in _ADDED_COLUMNS:
-                if column not in have:
-                    self.conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+        if not self.path.exists():
+            _create(self.path)
+        try:
+            self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            with self.transaction():
+                _apply_schema(self.conn)
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{self.path}: not a readable results store ({exc}); move it away and run the sweep "
+                            "again: it rebuilds the store from the run directories beside it") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -158,6 +199,8 @@ class ResultsStore:
             raise ValueError(f"status {status!r} is not one of {STATUSES}")
         summary = dict(summary or {})
         finished_at = time.time() if finished_at is None else finished_at
+        if summary.get("cpu_seconds") is not None:  # the run's own measure: the same however it is recorded
+            cpu_seconds = summary["cpu_seconds"]
         rows = []
         for m in metrics:
             if m.get("step") is None:
@@ -181,6 +224,50 @@ class ResultsStore:
                  error, attempts))
             c.executemany("INSERT OR REPLACE INTO metrics (run_id, step, epoch, train_loss, test_loss,"
                           " test_accuracy) VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def export_registry(self, path: str | Path) -> None:
+        """Write every registered experiment with its memberships to ``path`` (JSON, atomically): with the
+        run directories, all that is needed to rebuild the store (:meth:`import_registry`)."""
+        rows = []
+        for exp in self.experiments():
+            exp = {k: exp[k] for k in ("name", "kind", "title", "description", "profile", "source", "findings")}
+            exp["memberships"] = [list(m) for m in self.memberships(exp["name"])]
+            rows.append(exp)
+        atomic_write_text(path, json.dumps({"experiments": rows}, indent=1, sort_keys=True) + "\n")
+
+    def import_registry(self, path: str | Path) -> None:
+        try:
+            rows = json.loads(Path(path).read_text(encoding="utf-8"))["experiments"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{path}: unreadable experiment registry ({exc})") from None
+        for row in rows:
+            self.register_experiment(SimpleNamespace(
+                name=row["name"], kind=row["kind"], title=row.get("title"), description=row.get("description"),
+                profile=row.get("profile"), path=row["name"], source=row.get("source"),
+                findings=row.get("findings", []), memberships=[tuple(m) for m in row.get("memberships", [])]))
+
+    def import_finished(self, runs_dir: str | Path, ids: Sequence[str]) -> list[str]:
+        """Record the runs of ``ids`` that finished in ``runs_dir/<id>`` (their ``summary.json`` says so) but
+        are not finished here: a results folder published without its store, or without checkpoints, is
+        not run again. Returns the ids imported."""
+        done = self.statuses(ids)
+        imported = []
+        for rid in ids:
+            if done.get(rid) in DONE:
+                continue
+            run = Path(runs_dir) / rid
+            try:
+                meta = json.loads((run / "hparams.json").read_text())
+                summary = json.loads((run / "summary.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if meta.get("run_id") != rid or summary.get("status") not in DONE:
+                continue
+            params = {k: v for k, v in meta.get("canonical", {}).items() if k != "command"}
+            self.record_run(rid, meta["command"], params, summary["status"], summary=summary,
+                            metrics=read_metrics_file(run))
+            imported.append(rid)
+        return imported
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -251,3 +338,16 @@ def read_metrics_file(run_dir: str | Path) -> list[dict[str, Any]]:
             by_step[int(row["step"])] = {k: row.get(k) for k in _METRIC_KEYS}
     out = [by_step[s] for s in sorted(by_step)]
     return out
+
+
+def rebuild(out: str | Path) -> bool:
+    """Create ``out/results.db`` from ``out/experiments.json`` and the finished run directories under
+    ``out/runs`` when the store is missing; True when it was rebuilt."""
+    out = Path(out)
+    if (out / DB_NAME).exists() or not (out / REGISTRY).exists():
+        return False
+    with ResultsStore(out) as store:
+        store.import_registry(out / REGISTRY)
+        ids = sorted({rid for exp in store.experiments() for _, rid in store.memberships(exp["name"])})
+        store.import_finished(out / "runs", ids)
+    return True

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from sparsetopo.data.files import resolve_root
 from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
-from sparsetopo.experiments.results import ResultsStore
-from sparsetopo.experiments.spec import Experiment, RunSpec, order_runs
+from sparsetopo.experiments.results import REGISTRY, ResultsStore
+from sparsetopo.experiments.spec import Experiment, Filter, RunSpec, order_runs, select
 from sparsetopo.experiments.worker import DEFAULT_RUN_FN, Outcome, Task, execute, init_local_worker, make_task
 from sparsetopo.fileio import FolderLock
 from sparsetopo.system import available_cores
@@ -227,13 +227,14 @@ class RayBackend:
             self.ray.shutdown()
 
 
-def plan(experiments: Iterable[Experiment]) -> list[RunSpec]:
-    """Every run of the experiments, each once, dependencies first."""
+def plan(experiments: Iterable[Experiment], only: Iterable[Filter] = ()) -> list[RunSpec]:
+    """Every run of the experiments (those matching ``only`` and what they need), each once, dependencies
+    first."""
     seen: dict[str, RunSpec] = {}
     for exp in experiments:
         for spec in exp.runs:
             seen.setdefault(spec.id, spec)
-    return order_runs(seen.values())
+    return select(order_runs(seen.values()), only)
 
 
 def _eta(t0: float, done: int, left: int) -> str:
@@ -250,8 +251,9 @@ def _status_line(state: dict[str, int]) -> str:
 def run_sweep(experiments: Iterable[Experiment], out: str | Path, *, jobs: int | None = None,
               backend: str = "local", ray_address: str | None = None, run_fn: str = DEFAULT_RUN_FN,
               data_dir: str | None = None, checkpoint_every: int | None = None, max_retries: int = 2,
-              progress: bool | None = None, poll_seconds: float = 1.0) -> SweepResult:
-    """Run every run of ``experiments`` not yet done in ``out``; returns the counts.
+              progress: bool | None = None, poll_seconds: float = 1.0, only: Iterable[Filter] = ()) -> SweepResult:
+    """Run every run of ``experiments`` not yet done in ``out`` (only those matching ``only`` and the runs
+    they need, when given); returns the counts.
 
     ``jobs`` runs at a time (local default: as many as fit the cores at each run's own ``threads``; Ray
     default: the cluster's CPUs likewise). Every run gets the data root this process resolves (``data_dir``,
@@ -264,7 +266,7 @@ def run_sweep(experiments: Iterable[Experiment], out: str | Path, *, jobs: int |
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs {jobs} is invalid: must be >= 1")
     experiments = list(experiments)
-    specs = plan(experiments)
+    specs = plan(experiments, only)
     out = Path(out)
     runs_dir = out / "runs"
     t0 = time.time()
@@ -292,6 +294,8 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
            max_retries: int, progress: bool | None, poll_seconds: float, options: dict[str, Any]) -> None:
     for exp in experiments:
         store.register_experiment(exp)
+    store.export_registry(runs_dir.parent / REGISTRY)
+    store.import_finished(runs_dir, [s.id for s in specs])  # finished runs whose records are not here
     known = store.statuses([s.id for s in specs])
     state: dict[str, RunStatus] = {rid: RunStatus(st) for rid, st in known.items() if RunStatus(st).finished}
     pending = [s for s in specs if s.id not in state]
@@ -319,7 +323,7 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
                 bad = [d for d in spec.deps if state.get(d) in (RunStatus.DIVERGED, RunStatus.FAILED, RunStatus.BLOCKED)]
                 if bad:
                     why = ", ".join(f"{d} ({state[d]})" for d in bad)
-                    store.record_run(spec.id, spec.command, spec.params, RunStatus.BLOCKED,
+                    store.record_run(spec.id, spec.command, spec.hparams, RunStatus.BLOCKED,
                                      error=f"needs run(s) that did not complete: {why}")
                     state[spec.id] = RunStatus.BLOCKED
                     pending.remove(spec)
@@ -344,7 +348,7 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
             for oc in runner.poll(poll_seconds):
                 spec = by_id[oc.run_id]
                 status = oc.status
-                store.record_run(spec.id, spec.command, spec.params, status, summary=oc.summary,
+                store.record_run(spec.id, spec.command, spec.hparams, status, summary=oc.summary,
                                  metrics=oc.metrics, error=oc.error, started_at=oc.started_at,
                                  finished_at=oc.finished_at, cpu_seconds=oc.cpu_seconds)
                 state[spec.id] = status

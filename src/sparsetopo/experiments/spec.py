@@ -41,7 +41,7 @@ import copy
 import itertools
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -74,6 +74,7 @@ class RunSpec:
     deps: tuple[str, ...]
     experiment: str
     stage: str
+    hparams: dict[str, Any] = field(default_factory=dict)  # the canonical options: what the results store records
 
 
 @dataclass
@@ -250,7 +251,8 @@ def load_experiment(path: str | os.PathLike[str], profile: str | None = None, th
                     spec = seen.get(rid)
                     if spec is None:
                         spec = RunSpec(id=rid, command=command, params=params, deps=deps,
-                                       experiment=exp.name, stage=sname)
+                                       experiment=exp.name, stage=sname,
+                                       hparams={k: v for k, v in desc.canonical().items() if k != "command"})
                         seen[rid] = spec
                         exp.runs.append(spec)
                     if (sname, rid) not in exp.memberships:
@@ -270,6 +272,48 @@ def validated(command: str, params: Mapping[str, Any], where: str) -> RunDesc:
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return desc
+
+
+Filter = tuple[str, str]  # (option name, value as text)
+
+
+def parse_filter(text: str) -> Filter:
+    """``--only KEY=VALUE``: a run option and a value, checked against the options the kinds of run have."""
+    key, eq, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    known = sorted({f.name for k in runs.KINDS.values() for cls in k.groups for f in fields(cls)})
+    if not eq or not key or not value.strip():
+        raise ConfigError(f"--only {text!r}: use KEY=VALUE, e.g. model=lenet300")
+    if key not in known:
+        raise ConfigError(f"--only {text!r}: {key!r} is not an option of any run; options: {', '.join(known)}")
+    return key, value.strip()
+
+
+def _matches(spec: RunSpec, key: str, value: str) -> bool:
+    """Whether the run's ``key`` is ``value``, both read the way the run reads them (so ``scale=neurons:1/10``
+    matches ``neurons:0.1``)."""
+    try:
+        mine = runs.describe(spec.command, spec.params).to_dict()
+        theirs = runs.describe(spec.command, {**spec.params, key: value}).to_dict()
+    except ConfigError:
+        return False
+    return key in mine and mine[key] == theirs[key]
+
+
+def select(specs: Iterable[RunSpec], filters: Iterable[Filter]) -> list[RunSpec]:
+    """The runs that match every filter, and the runs they depend on (in their order)."""
+    specs, filters = list(specs), list(filters)
+    if not filters:
+        return specs
+    by_id = {s.id: s for s in specs}
+    keep: set[str] = set()
+    todo = [s.id for s in specs if all(_matches(s, k, v) for k, v in filters)]
+    while todo:
+        rid = todo.pop()
+        if rid not in keep:
+            keep.add(rid)
+            todo.extend(d for d in by_id[rid].deps if d in by_id)
+    return [s for s in specs if s.id in keep]
 
 
 def order_runs(runs: Iterable[RunSpec]) -> list[RunSpec]:

@@ -222,7 +222,7 @@ def run_oneshot(desc: RunDesc, options: RunOptions, given: set[str]) -> dict[str
         data = cached_dataset(dh.dataset, options.data_dir, dh.validation, options.mirror, not options.quiet)
         network = network_for(mh, dh.dataset)
         names = prunable(network.arch, ph.excluded)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         model = build_network(mh, network)
         model.load_state_dict(load_checkpoint_file(source / CHECKPOINT, ("model",))["model"])
         rundir.claim(out, placed.desc, placed.refs)
@@ -251,7 +251,8 @@ def run_oneshot(desc: RunDesc, options: RunOptions, given: set[str]) -> dict[str
         write_topology(pruned, network.arch, out / TOPOLOGY,
                        _meta(ph, network.arch, names, placed.desc.run_id, record["test_accuracy"]))
 
-        result = LoopResult("completed", 0, metrics, time.perf_counter() - started)
+        result = LoopResult("completed", 0, metrics, time.perf_counter() - started,
+                            cpu_seconds=time.process_time() - cpu_started)
         summary = summarise(result, pruned, pruned_net, placed.desc)
         summary.update(_pruning_summary(ph, names, pruned))
         summary.update({"pruned_test_accuracy": record["test_accuracy"], "pruned_test_loss": record["test_loss"],

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from sparsetopo.desc.identity import RUN_TOKEN, RunDesc
 from sparsetopo.errors import UserError
-from sparsetopo.experiments.results import DB_NAME, ResultsStore
+from sparsetopo.experiments.results import DB_NAME, ResultsStore, rebuild
 from sparsetopo.runs import describe
 
 SEED_KEYS = ("seed", "data_seed")
@@ -123,6 +123,8 @@ class ReportData:
 
     def __init__(self, results_dir: str | Path) -> None:
         path = Path(results_dir)
+        if path.is_dir():
+            rebuild(path)  # a published folder: the registry and the run directories, no store
         db = path / DB_NAME if path.is_dir() else path
         if not db.exists():
             raise UserError(f"{results_dir}: no {DB_NAME} here; give the --out directory of a sweep")

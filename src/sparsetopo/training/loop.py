@@ -100,6 +100,7 @@ class LoopState:
     wall_seconds: float = 0.0
     loss_sum: float = 0.0
     loss_count: int = 0
+    cpu_seconds: float = 0.0  # CPU time of the process (all threads) in the loop, over every resume
 
 
 @dataclass
@@ -109,6 +110,7 @@ class LoopResult:
     metrics: list[dict[str, Any]]
     wall_seconds: float
     diverged_step: int | None = None
+    cpu_seconds: float = 0.0
 
     @property
     def final_test_accuracy(self) -> float | None:
@@ -130,6 +132,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         "callbacks": {cb.name: cb.state_dict() for cb in callbacks},
         "metrics": state.metrics,
         "wall_seconds": state.wall_seconds,
+        "cpu_seconds": state.cpu_seconds,
         "loss_sum": state.loss_sum,
         "loss_count": state.loss_count,
         "torch_rng": torch.get_rng_state(),
@@ -159,7 +162,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         raise UserError(f"{path}: does not fit this run's model ({str(exc).splitlines()[0][:200]}); move it away "
                         "to start the run again") from None
     torch.set_rng_state(payload["torch_rng"])
-    return LoopState(payload["step"], payload["metrics"], payload["wall_seconds"], payload["loss_sum"], payload["loss_count"])
+    return LoopState(payload["step"], payload["metrics"], payload["wall_seconds"], payload["loss_sum"],
+                     payload["loss_count"], float(payload.get("cpu_seconds", 0.0)))
 
 
 def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
@@ -206,6 +210,12 @@ def train(
     bar = tqdm(total=total, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
                disable=quiet or not sys.stderr.isatty(), leave=False)
     started = time.perf_counter() - state.wall_seconds
+    cpu_started = time.process_time() - state.cpu_seconds
+
+    def clock() -> None:
+        state.wall_seconds = time.perf_counter() - started
+        state.cpu_seconds = time.process_time() - cpu_started
+
     order, order_epoch = None, -1
     current_lr = None
     status, diverged_step = "completed", None
@@ -241,14 +251,14 @@ def train(
             state.metrics.append(record)
             state.loss_sum, state.loss_count = 0.0, 0
             bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{test_acc:.4f}")
-            state.wall_seconds = time.perf_counter() - started
+            clock()
             if checkpoint_every is None:
                 checkpoint()
         if checkpoint_every is not None and state.step % checkpoint_every == 0:
-            state.wall_seconds = time.perf_counter() - started
+            clock()
             checkpoint()
     bar.close()
-    state.wall_seconds = time.perf_counter() - started
+    clock()
     if status == "completed" and state.step == total:
         checkpoint()
-    return LoopResult(status, state.step, state.metrics, state.wall_seconds, diverged_step)
+    return LoopResult(status, state.step, state.metrics, state.wall_seconds, diverged_step, state.cpu_seconds)

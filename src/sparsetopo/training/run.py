@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from sparsetopo import __version__
 from sparsetopo.data import Dataset, load_dataset
 from sparsetopo.data.registry import get_spec
 from sparsetopo.desc.identity import RunDesc, bind_references, resolve_references, sibling_locator
@@ -152,9 +153,11 @@ def summarise(result: LoopResult, model: nn.Module, network: Network, desc: RunD
         "best_test_accuracy": result.best_test_accuracy,
         "steps": result.steps,
         "wall_seconds": round(result.wall_seconds, 3),
+        "cpu_seconds": round(result.cpu_seconds, 3),
         "layers": layers,
         "weights_total": sum(int(torch.Size(l["shape"]).numel()) for l in layers),
         "weights_nonzero": sum(l["nnz"] for l in layers),
+        "sparsetopo": __version__,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": "cpu",
