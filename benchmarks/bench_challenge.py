@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from sparsetopo.challenge import (
-    categories, generate_network, infer, inputs_path, load_inputs_file, load_network, reference_infer,
+    categories,
+    generate_network,
+    infer,
+    inputs_path,
+    load_inputs_file,
+    load_network,
+    reference_infer,
 )
 from sparsetopo.challenge.engine import resolve_threads
 from sparsetopo.challenge.files import cached_mnist_inputs, weight_paths

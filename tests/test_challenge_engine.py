@@ -10,8 +10,16 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from sparsetopo.challenge import (
-    ChallengeNetwork, categories, generate_layers, generate_network, images_to_inputs, infer, load_inputs_file,
-    load_network, read_truth, reference_infer,
+    ChallengeNetwork,
+    categories,
+    generate_layers,
+    generate_network,
+    images_to_inputs,
+    infer,
+    load_inputs_file,
+    load_network,
+    read_truth,
+    reference_infer,
 )
 from sparsetopo.challenge.generate import resample_matrix
 from sparsetopo.errors import ConfigError

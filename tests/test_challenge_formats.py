@@ -11,11 +11,17 @@ import pytest
 import scipy.sparse as sp
 
 from sparsetopo.challenge import (
-    load_inputs_file, load_network, read_inputs, read_truth, read_weights, write_inputs, write_truth,
+    load_inputs_file,
+    load_network,
+    read_inputs,
+    read_truth,
+    read_weights,
+    write_inputs,
+    write_truth,
     write_weights,
 )
-from sparsetopo.challenge.generate import generate_layers
 from sparsetopo.challenge.files import cache_root
+from sparsetopo.challenge.generate import generate_layers
 from sparsetopo.errors import DataError
 
 

@@ -21,9 +21,9 @@ import pytest
 from sparsetopo.cli import main
 from sparsetopo.data import load_dataset, load_raw
 from sparsetopo.data.download import download
+from sparsetopo.data.files import resolve_root, verify_dataset
 from sparsetopo.data.formats import parse_cifar_binary, parse_idx_images, parse_idx_labels
 from sparsetopo.data.registry import MNIST, DataFile, DatasetSpec, get_spec
-from sparsetopo.data.files import resolve_root, verify_dataset
 from sparsetopo.errors import ConfigError, DataError
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sparsetopo.errors import ConfigError
 from sparsetopo.desc.hparams import hp
 from sparsetopo.desc.identity import RunDesc
-from sparsetopo.runs import describe
+from sparsetopo.errors import ConfigError
 from sparsetopo.experiments.spec import find_experiment_file, load_experiment, order_runs, shipped_names
+from sparsetopo.runs import describe
 
 GRID = """
 [experiment]

@@ -290,6 +290,7 @@ def test_auto_picks_per_layer():
 def test_kernels_work_in_a_forked_child():
     # (torch's own OpenMP ops can hang in a forked child; the kernels' thread pool must not)
     import multiprocessing as mp
+
     from sparsetopo.nn import kernels
     from sparsetopo.nn.structure import _dense_to_csr
     rng = np.random.default_rng(0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -17,8 +17,8 @@ from sparsetopo.cli import main
 from sparsetopo.errors import ConfigError, UserError
 from sparsetopo.nn import SparseConv2d, SparseLinear
 from sparsetopo.pruning import GradualPruning, cubic_sparsity, magnitude_masks, pruned_count, pruning_steps
-from sparsetopo.topology import load_topology
 from sparsetopo.runs import run
+from sparsetopo.topology import load_topology
 
 # A short gradual run: dense to step 20, prune at 20, 40, 60, 80, masks fixed from 80 to 120.
 GRADUAL = {"method": "gradual", "sparsity": 0.9, "begin": 20, "end": 80, "frequency": 20, "steps": 120,

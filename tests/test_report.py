@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sparsetopo.errors import UserError
-from sparsetopo.experiments.spec import Experiment
 from sparsetopo.experiments.results import ResultsStore
+from sparsetopo.experiments.spec import Experiment
 from sparsetopo.report import write_report
 from sparsetopo.report.stats import describe, plateau_test
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from sparsetopo.experiments.results import ResultsStore
 from sparsetopo.experiments.runner import run_sweep
 from sparsetopo.experiments.spec import load_experiment
-from sparsetopo.experiments.results import ResultsStore
 
 TESTS = Path(__file__).resolve().parent
 FAKE = "test_sweep_fakerun:run"
@@ -163,6 +163,7 @@ class _BrokenPool(_RecordingPool):
 def test_a_pool_broken_between_polls_does_not_lose_or_crash_a_submission():
     """A worker can die after the last poll and before the next submit: the submit must not raise."""
     import concurrent.futures as cf
+
     from sparsetopo.experiments.runner import LocalBackend
     backend = LocalBackend(jobs=2)
     backend.pool.shutdown()

@@ -10,9 +10,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from sparsetopo.experiments.results import ResultsStore  # noqa: E402
 from sparsetopo.experiments.runner import run_sweep  # noqa: E402
 from sparsetopo.experiments.spec import load_experiment  # noqa: E402
-from sparsetopo.experiments.results import ResultsStore  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 

@@ -13,8 +13,16 @@ from hypothesis import strategies as st
 
 import sparsetopo.topology.core as core
 from sparsetopo.errors import ConfigError, UserError
-from sparsetopo.topology import (Topology, expand_kernel_mask, kernel_adjacency, load_topology, radix_net, random_equivalent,
-                                 random_topology, save_topology)
+from sparsetopo.topology import (
+    Topology,
+    expand_kernel_mask,
+    kernel_adjacency,
+    load_topology,
+    radix_net,
+    random_equivalent,
+    random_topology,
+    save_topology,
+)
 from sparsetopo.topology.randomnets import _sample_distinct, _sample_rows
 
 # ----------------------------------------------------------------------------- the table

@@ -7,8 +7,9 @@ import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sparsetopo.errors import UserError
 
@@ -99,7 +100,7 @@ class FolderLock:
         self.folder, self.what = Path(folder), what
         self.fh: Any = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fh = open(self.folder / ".lock", "a+")
         try:

@@ -9,9 +9,10 @@ the sweep, the estimator and the report build a run's description the same way t
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from sparsetopo.desc.hparams import build, refuse_unknown
 from sparsetopo.desc.identity import RunDesc

@@ -9,18 +9,33 @@ array([287, 295, 386])
 
 from sparsetopo.challenge.backends import BACKENDS, TimedRun, available_backends, rate, run_backend
 from sparsetopo.challenge.engine import InferenceResult, infer
+from sparsetopo.challenge.files import (
+    inputs_path,
+    load_inputs_file,
+    load_network,
+    load_truth,
+    truth_path,
+    weight_paths,
+)
 from sparsetopo.challenge.formats import (
-    read_inputs, read_truth, read_weights, write_inputs, write_truth, write_weights,
+    read_inputs,
+    read_truth,
+    read_weights,
+    write_inputs,
+    write_truth,
+    write_weights,
 )
 from sparsetopo.challenge.generate import (
-    MNIST_THRESHOLD, generate_layers, generate_network, images_to_inputs, mnist_inputs, write_mnist_inputs,
+    MNIST_THRESHOLD,
+    generate_layers,
+    generate_network,
+    images_to_inputs,
+    mnist_inputs,
+    write_mnist_inputs,
     write_network,
 )
 from sparsetopo.challenge.network import OFFICIAL_BIAS, ChallengeNetwork, default_bias
 from sparsetopo.challenge.reference import categories, reference_infer
-from sparsetopo.challenge.files import (
-    inputs_path, load_inputs_file, load_network, load_truth, truth_path, weight_paths,
-)
 
 __all__ = [
     "BACKENDS", "ChallengeNetwork", "InferenceResult", "MNIST_THRESHOLD", "OFFICIAL_BIAS", "TimedRun",

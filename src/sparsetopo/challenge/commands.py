@@ -169,10 +169,10 @@ def _load_inputs(args: argparse.Namespace, neurons: int) -> tuple[Any, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sparsetopo.challenge.backends import rate, run_backend
+    from sparsetopo.challenge.files import cached_generated_network, load_network, truth_path
     from sparsetopo.challenge.formats import read_truth, write_truth
     from sparsetopo.challenge.generate import generate_network
     from sparsetopo.challenge.network import default_bias
-    from sparsetopo.challenge.files import cached_generated_network, load_network, truth_path
 
     n, n_layers = args.neurons, args.layers
     bias = default_bias(n) if args.bias is None else args.bias
@@ -256,9 +256,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_inputs(args: argparse.Namespace) -> int:
+    from sparsetopo.challenge.files import load_inputs_file
     from sparsetopo.challenge.formats import write_inputs
     from sparsetopo.challenge.generate import MNIST_THRESHOLD, mnist_inputs
-    from sparsetopo.challenge.files import load_inputs_file
 
     threshold = MNIST_THRESHOLD if args.threshold is None else args.threshold
     reference = load_inputs_file(args.compare, args.neurons) if args.compare else None

@@ -17,8 +17,8 @@ import hashlib
 import json
 import os
 import shutil
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,13 @@ import scipy.sparse as sp
 
 from sparsetopo.challenge.formats import PathLike, read_inputs, read_truth, read_weights
 from sparsetopo.challenge.network import (
-    YMAX, ChallengeNetwork, column_width, default_bias, ell_rows, index_dtype, transpose_tables,
+    YMAX,
+    ChallengeNetwork,
+    column_width,
+    default_bias,
+    ell_rows,
+    index_dtype,
+    transpose_tables,
 )
 from sparsetopo.data.files import find_file, resolve_root
 from sparsetopo.errors import ConfigError, DataError

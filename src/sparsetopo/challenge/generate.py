@@ -15,8 +15,8 @@ threshold, flattened column-major (column ``sqrt(N) * x + y`` for image column `
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,11 @@ import scipy.sparse as sp
 
 from sparsetopo.challenge.formats import PathLike, write_inputs, write_weights
 from sparsetopo.challenge.network import (
-    YMAX, ChallengeNetwork, default_bias, index_dtype, transpose_tables,
+    YMAX,
+    ChallengeNetwork,
+    default_bias,
+    index_dtype,
+    transpose_tables,
 )
 from sparsetopo.errors import ConfigError
 

@@ -15,8 +15,8 @@ nothing. When every weight of a layer is the same value (as in the challenge, 1/
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np

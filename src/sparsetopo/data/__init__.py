@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from sparsetopo.data.download import download, ensure_datasets
-from sparsetopo.data.registry import DATASETS, get_spec
 from sparsetopo.data.files import RawDataset, read_raw, resolve_root, verify_dataset
+from sparsetopo.data.registry import DATASETS, get_spec
 
 __all__ = [
     "DATASETS", "Dataset", "RawDataset", "Split", "get_spec", "load_dataset", "load_raw", "resolve_root",

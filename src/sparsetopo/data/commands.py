@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from sparsetopo.data.download import download
-from sparsetopo.data.registry import DATASETS, get_spec
 from sparsetopo.data.files import resolve_root, root_origin, verify_dataset
+from sparsetopo.data.registry import DATASETS, get_spec
 
 
 def _datasets(name: str | None) -> list[str]:

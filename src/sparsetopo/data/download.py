@@ -10,16 +10,23 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tqdm import tqdm
 
-from sparsetopo.data.registry import DataFile, DatasetSpec, get_spec
 from sparsetopo.data import files
 from sparsetopo.data.files import (
-    dataset_root, describe_origin, find_file, fix_advice, origin_of, resolve_root, root_origin, sha256,
+    dataset_root,
+    describe_origin,
+    find_file,
+    fix_advice,
+    origin_of,
+    resolve_root,
+    root_origin,
+    sha256,
 )
+from sparsetopo.data.registry import DataFile, DatasetSpec, get_spec
 from sparsetopo.errors import DataError
 from sparsetopo.fileio import atomic_write_bytes
 

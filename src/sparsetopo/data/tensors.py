@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from sparsetopo.data.download import download
-from sparsetopo.data.registry import DatasetSpec, get_spec
 from sparsetopo.data.files import RawDataset, read_raw, resolve_root, root_origin
+from sparsetopo.data.registry import DatasetSpec, get_spec
 from sparsetopo.errors import ConfigError
 
 

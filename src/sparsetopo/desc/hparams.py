@@ -15,9 +15,10 @@ import dataclasses
 import math
 import sys
 import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field, fields
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from sparsetopo.errors import ConfigError
 

@@ -24,9 +24,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 
 from sparsetopo.errors import ConfigError
 
@@ -55,7 +56,7 @@ class RunDesc:
                 return getattr(g, name)
         return default
 
-    def replace(self, **changes: Any) -> "RunDesc":
+    def replace(self, **changes: Any) -> RunDesc:
         """A copy with some fields changed (each in the group that declares it)."""
         left = dict(changes)
         groups = []
@@ -159,7 +160,7 @@ class RunRef:
     def ref_path(self) -> str | None:
         return self.path
 
-    def with_ref_path(self, path: str) -> "RunRef":
+    def with_ref_path(self, path: str) -> RunRef:
         return RunRef(path)
 
 

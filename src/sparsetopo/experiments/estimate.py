@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from sparsetopo.desc.identity import RunDesc
 from sparsetopo.desc.status import RunStatus

@@ -22,18 +22,18 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
+from sparsetopo.desc.status import FINISHED, RunStatus
 from sparsetopo.errors import UserError
 from sparsetopo.fileio import atomic_write_text
 
 DB_NAME = "results.db"
 REGISTRY = "experiments.json"  # the experiments swept into the directory and their runs, as text
-DONE = ("completed", "diverged")  # a run in one of these states is never run again
-STATUSES = ("completed", "diverged", "failed", "blocked")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -159,7 +159,7 @@ class ResultsStore:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "ResultsStore":
+    def __enter__(self) -> ResultsStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -195,8 +195,7 @@ class ResultsStore:
                    error: str | None = None, started_at: float | None = None,
                    finished_at: float | None = None, cpu_seconds: float | None = None) -> None:
         """Insert or replace a run's row and all its metrics in one transaction."""
-        if status not in STATUSES:
-            raise ValueError(f"status {status!r} is not one of {STATUSES}")
+        status = RunStatus(status)  # a ValueError for anything else
         summary = dict(summary or {})
         finished_at = time.time() if finished_at is None else finished_at
         if summary.get("cpu_seconds") is not None:  # the run's own measure: the same however it is recorded
@@ -253,7 +252,7 @@ class ResultsStore:
         done = self.statuses(ids)
         imported = []
         for rid in ids:
-            if done.get(rid) in DONE:
+            if rid in done and RunStatus(done[rid]).finished:
                 continue
             run = Path(runs_dir) / rid
             try:
@@ -261,7 +260,7 @@ class ResultsStore:
                 summary = json.loads((run / "summary.json").read_text())
             except (OSError, ValueError):
                 continue
-            if meta.get("run_id") != rid or summary.get("status") not in DONE:
+            if meta.get("run_id") != rid or summary.get("status") not in FINISHED:
                 continue
             params = {k: v for k, v in meta.get("canonical", {}).items() if k != "command"}
             self.record_run(rid, meta["command"], params, summary["status"], summary=summary,

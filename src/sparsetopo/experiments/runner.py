@@ -17,10 +17,11 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
@@ -315,7 +316,7 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
     log_lines = progress is None and not tty
     bar = tqdm(total=len(specs), initial=result.skipped, unit="run", desc="sweep", disable=not show_bar,
                dynamic_ncols=True, file=sys.stderr)
-    counts = {"running": 0, "failed": 0, "diverged": 0, "blocked": 0}
+    counts = {"running": 0, **{s.value: 0 for s in (RunStatus.FAILED, RunStatus.DIVERGED, RunStatus.BLOCKED)}}
     finished = result.skipped
     try:
         while pending or runner.in_flight():
@@ -328,7 +329,7 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
                     state[spec.id] = RunStatus.BLOCKED
                     pending.remove(spec)
                     result.blocked += 1
-                    counts["blocked"] += 1
+                    counts[RunStatus.BLOCKED.value] += 1
                     finished += 1
                     bar.update(1)
                     continue

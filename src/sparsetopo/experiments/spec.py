@@ -41,10 +41,11 @@ import copy
 import itertools
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from sparsetopo import runs
 from sparsetopo.desc.identity import RunDesc, token

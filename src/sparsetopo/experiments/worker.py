@@ -16,9 +16,10 @@ import resource
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
@@ -70,7 +71,7 @@ class Outcome:
     cpu_seconds: float | None = None
 
     @classmethod
-    def lost(cls, task: Task, why: str) -> "Outcome":
+    def lost(cls, task: Task, why: str) -> Outcome:
         """A task whose process was lost (it died, or Ray gave up on it)."""
         return cls(task.run_id, error=why, finished_at=time.time())
 

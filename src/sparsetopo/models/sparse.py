@@ -21,6 +21,7 @@ from sparsetopo.models.registry import DEFAULT_WIDTHS, model_arch
 from sparsetopo.topology import Topology, load_topology, radix_net, random_topology
 from sparsetopo.topology.spec import Scale, TopologySpec, parse_scale, parse_topology
 
+
 def scaled_widths(model: str, widths: tuple[int, ...] | None, scale: Scale | None) -> tuple[int, ...]:
     """Hidden widths after ``connections:K`` (LeNet-300-100: first hidden layer xK; LeNet-5: conv2 channels xK)."""
     base = tuple(widths or DEFAULT_WIDTHS[model])

@@ -39,7 +39,7 @@ class BlockPlan:
     group_cols: torch.Tensor   # (Gin*bi,) original column of each column-group slot, or ``cols``
     nnz: int
 
-    def to(self, device: torch.device) -> "BlockPlan":
+    def to(self, device: torch.device) -> BlockPlan:
         fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return BlockPlan(**fields)
 

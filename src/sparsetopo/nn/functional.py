@@ -35,7 +35,7 @@ class Plan:
     np_t_indices: np.ndarray
     np_perm: np.ndarray       # int32 where nnz allows
     device: torch.device
-    block: "blocks.BlockPlan | None" = None
+    block: blocks.BlockPlan | None = None
 
 
 def build_plan(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int,

@@ -14,7 +14,8 @@ layouts ("backends") sit behind the same API:
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch

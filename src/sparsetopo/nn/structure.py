@@ -8,7 +8,8 @@ order: the same order as ``weight[mask]`` on the dense weight.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import numpy as np
 import scipy.sparse as sp

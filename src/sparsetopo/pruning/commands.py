@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from sparsetopo.desc.hparams import add_arguments, load_toml
+from sparsetopo.desc.status import RunStatus
 from sparsetopo.pruning.hparams import PRUNE_GROUPS, PruneHparams
 from sparsetopo.training.commands import RUN_OPTION_NAMES, add_run_options, describe_args, print_summary, run_options
 from sparsetopo.training.hparams import TRAIN_GROUPS
@@ -24,7 +25,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         layers = ", ".join(f"{n} {s:.4f}" for n, s in summary["layer_sparsity"].items())
         print(f"pruned ({summary['method']}) to sparsity {summary['sparsity_reached']:.4f} ({layers}); test accuracy "
               f"before retraining {summary['pruned_test_accuracy']:.4f}; structure in {TOPOLOGY}")
-    return 0 if summary["status"] == "completed" else 3
+    return 0 if summary["status"] == RunStatus.COMPLETED else 3
 
 
 def register(subparsers: Any) -> None:

@@ -8,7 +8,7 @@ together exactly ``round(sparsity * N)`` of their ``N`` (global).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

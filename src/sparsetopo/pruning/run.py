@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from sparsetopo.desc.identity import RunDesc
+from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import ConfigError, UserError
 from sparsetopo.fileio import FolderLock, atomic_path
 from sparsetopo.models import instantiate
@@ -28,10 +30,28 @@ from sparsetopo.pruning.magnitude import layer_sparsity, magnitude_masks
 from sparsetopo.topology import Topology, save_topology
 from sparsetopo.training import rundir
 from sparsetopo.training.hparams import TRAIN_GROUPS, DataHparams, ModelHparams, TrainHparams
-from sparsetopo.training.loop import CHECKPOINT, METRICS, LoopResult, LoopState, evaluation, save_checkpoint, write_metrics
+from sparsetopo.training.loop import (
+    CHECKPOINT,
+    METRICS,
+    LoopResult,
+    LoopState,
+    evaluation,
+    save_checkpoint,
+    write_metrics,
+)
 from sparsetopo.training.rewind import weight_state
-from sparsetopo.training.run import (RunOptions, build_network, cached_dataset, check_train, execute, network_for,
-                                     place, run_threads, steps_per_epoch, summarise)
+from sparsetopo.training.run import (
+    RunOptions,
+    build_network,
+    cached_dataset,
+    check_train,
+    execute,
+    network_for,
+    place,
+    run_threads,
+    steps_per_epoch,
+    summarise,
+)
 from sparsetopo.training.safeload import load_checkpoint_file
 
 __all__ = ["PRUNE_GROUPS", "TOPOLOGY", "check_prune", "run_prune", "weight_masks"]
@@ -152,7 +172,7 @@ def run_gradual(desc: RunDesc, options: RunOptions) -> dict[str, Any]:
     def finish(model: nn.Module, network: Network, data: Any, summary: dict[str, Any]) -> None:
         summary.update(_pruning_summary(ph, names, model))
         summary["pruning_steps"] = pruner[0].history
-        if summary["status"] != "completed":
+        if summary["status"] != RunStatus.COMPLETED:
             summary["pruned_test_accuracy"] = None
             return
         summary["pruned_test_accuracy"] = summary["final_test_accuracy"]
@@ -169,7 +189,7 @@ def _source(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if hp.get("command") != "train":
         raise UserError(f"--from {run}: a {hp.get('command')!r} run; one-shot pruning takes a finished train run")
     summary = rundir.read_summary(run)
-    if summary.get("status") != "completed":
+    if summary.get("status") != RunStatus.COMPLETED:
         raise UserError(f"--from {run}: the run's status is {summary.get('status')!r}, not 'completed'")
     if not (run / CHECKPOINT).exists():
         raise UserError(f"--from {run}: no {CHECKPOINT}")
@@ -251,7 +271,7 @@ def run_oneshot(desc: RunDesc, options: RunOptions, given: set[str]) -> dict[str
         write_topology(pruned, network.arch, out / TOPOLOGY,
                        _meta(ph, network.arch, names, placed.desc.run_id, record["test_accuracy"]))
 
-        result = LoopResult("completed", 0, metrics, time.perf_counter() - started,
+        result = LoopResult(RunStatus.COMPLETED, 0, metrics, time.perf_counter() - started,
                             cpu_seconds=time.process_time() - cpu_started)
         summary = summarise(result, pruned, pruned_net, placed.desc)
         summary.update(_pruning_summary(ph, names, pruned))

@@ -8,12 +8,12 @@ with a section per experiment (drawn according to its kind: fig7, fig8, fig9, lr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from sparsetopo.errors import UserError
-from sparsetopo.fileio import atomic_write_text
 from sparsetopo.experiments.results import DB_NAME
+from sparsetopo.fileio import atomic_write_text
 from sparsetopo.report.data import ReportData
 from sparsetopo.report.findings import Finding
 from sparsetopo.report.sections import BUILDERS, Section, runs_table

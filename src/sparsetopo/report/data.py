@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from sparsetopo.desc.identity import RUN_TOKEN, RunDesc
+from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.results import DB_NAME, ResultsStore, rebuild
 from sparsetopo.runs import describe
@@ -60,7 +62,12 @@ class Run:
 
     @property
     def ok(self) -> bool:
-        return self.status == "completed"
+        return self.status == RunStatus.COMPLETED
+
+    @property
+    def finished(self) -> bool:
+        """Completed or diverged: a run with a result to show."""
+        return RunStatus(self.status).finished
 
 
 def sparsity_of(run: Run) -> float | None:

@@ -8,8 +8,9 @@ not in the store, e.g. with the smoke profile). Thresholds are stated in each li
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from sparsetopo.report.stats import Stat, correlation
 
@@ -79,7 +80,7 @@ def fig7_findings(summary: dict[tuple, dict[str, Stat]]) -> list[Finding]:
     # Retraining from the gradual structure beats the one-shot structure.
     for model in ("lenet300", "lenet5"):
         diffs = []
-        for (m, d, meth, s, ex), v in summary.items():
+        for (m, _dataset, meth, s, ex), v in summary.items():
             if m != model or meth != "gradual" or ex:
                 continue
             g, o = v.get("retrained"), get(model, "oneshot", s, "retrained")

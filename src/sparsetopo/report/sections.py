@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
+from sparsetopo.desc.status import RunStatus
 from sparsetopo.report import figures as F
 from sparsetopo.report.data import ReportData, Run, label, regime_of, sparsity_of, topology_family, varying
 from sparsetopo.report.findings import Finding, fig7_findings, fig8_findings, fig9_findings, lr_findings
@@ -163,7 +165,7 @@ def fig7(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -
 
 def fig8(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -> Section:
     sec = Section(exp["name"], exp.get("title") or exp["name"])
-    done = [r for r in runs if r.status in ("completed", "diverged")]
+    done = [r for r in runs if r.finished]
     retrained = [r for r in done if r.command == "train" and data.parent_of(r) is not None]
 
     def sp(r: Run) -> float:
@@ -185,7 +187,7 @@ def fig8(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -
             for r in sel:
                 steps, acc = _curve(r)
                 ax.plot(steps, [a * 100 for a in acc], linewidth=1.1,
-                        label=f"seed {r.get('seed')}" + (" (diverged)" if r.status == "diverged" else ""))
+                        label=f"seed {r.get('seed')}" + (" (diverged)" if r.status == RunStatus.DIVERGED else ""))
             parents = {data.parent_of(r).id: data.parent_of(r) for r in sel}  # type: ignore[union-attr]
             for p in parents.values():
                 ref = p.pruned if p.pruned is not None else p.final
@@ -284,7 +286,7 @@ def instability_figure(curves: list[InstabilityCurve]) -> Any:
 
 def _instability(sec: Section, data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path,
                  x_of: Callable[[Run], float], series_of: Callable[[Run], str]) -> None:
-    runs = [r for r in runs if r.status in ("completed", "diverged")]
+    runs = [r for r in runs if r.finished]
     if not runs:
         return
     pl = plateau_results(runs, lambda r: (r.parent, series_of(r), r.get("scale"), r.get("topology")
@@ -387,7 +389,7 @@ def fig9(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -
 
 def lr_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -> Section:
     sec = Section(exp["name"], exp.get("title") or exp["name"])
-    done = [r for r in runs if r.status in ("completed", "diverged") and r.command == "train"]
+    done = [r for r in runs if r.finished and r.command == "train"]
     panels = sorted({(r.get("model"), r.get("dataset")) for r in done})
     table = Table(f"{exp['name']}_accuracy", f"{sec.title}: test accuracy (%)",
                   ["model", "regime", "sparsity", "lr", "final accuracy", "diverged"],
@@ -402,7 +404,7 @@ def lr_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: P
             lrs = sorted(by_lr)
             stats = [describe(r.final for r in by_lr[lr] if r.ok) for lr in lrs]
             for lr, st in zip(lrs, stats):
-                div = sum(r.status == "diverged" for r in by_lr[lr])
+                div = sum(r.status == RunStatus.DIVERGED for r in by_lr[lr])
                 table.add(_model_label(model, dataset), regime, x, lr, st, f"{div}/{len(by_lr[lr])}")
                 summary.append({"model": model, "dataset": dataset, "regime": regime, "sparsity": x, "lr": lr,
                                 "final": st})

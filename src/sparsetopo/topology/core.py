@@ -14,7 +14,8 @@ layer's output channels feed the first fully-connected layer of a LeNet.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -124,7 +125,7 @@ class Topology:
         names: Sequence[str] | None = None,
         kernel_masks: Sequence[np.ndarray | None] | None = None,
         meta: dict | None = None,
-    ) -> "Topology":
+    ) -> Topology:
         """Build from layers already in canonical boolean CSR form (skips the conversion copies)."""
         topo = cls.__new__(cls)
         topo._init(list(layers), names, kernel_masks, meta)
@@ -191,7 +192,7 @@ class Topology:
     @classmethod
     def from_weight_masks(
         cls, masks: Sequence[Any], names: Sequence[str] | None = None, meta: dict | None = None
-    ) -> "Topology":
+    ) -> Topology:
         """Build from PyTorch-layout masks: ``out x in`` (linear) or ``out x in x kh x kw`` (conv)."""
         layers, kms = [], []
         for i, m in enumerate(masks):

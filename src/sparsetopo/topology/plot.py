@@ -6,7 +6,7 @@ Uses matplotlib's object API with the Agg canvas, so no global backend is change
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

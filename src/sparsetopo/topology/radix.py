@@ -8,7 +8,8 @@ Layer ``i`` of the net is ``ones(B_i, B_{i+1}) kron A_i`` (neuron index = block 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

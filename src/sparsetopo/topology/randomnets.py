@@ -7,7 +7,8 @@ time scale with the number of edges, not with ``n_in * n_out``.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp

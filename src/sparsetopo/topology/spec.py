@@ -78,7 +78,7 @@ class TopologySpec:
         """The file a ``file:`` spec reads (it may name another run's directory as ``{run:ID}``)."""
         return self.path if self.kind == "file" else None
 
-    def with_ref_path(self, path: str) -> "TopologySpec":
+    def with_ref_path(self, path: str) -> TopologySpec:
         return replace(self, path=path)
 
 

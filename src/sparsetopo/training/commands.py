@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sparsetopo.desc.hparams import add_arguments, collect
 from sparsetopo.desc.identity import RunDesc
+from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import ConfigError
 from sparsetopo.training.hparams import TRAIN_GROUPS
 
@@ -34,7 +35,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_options(args: argparse.Namespace | dict[str, Any]) -> "RunOptions":
+def run_options(args: argparse.Namespace | dict[str, Any]) -> RunOptions:
     values = vars(args) if isinstance(args, argparse.Namespace) else args
 
     value = values.get("checkpoint_every")
@@ -68,7 +69,7 @@ def print_summary(summary: dict[str, Any], out: Path | None) -> None:
     acc = summary.get("final_test_accuracy")
     best = summary.get("best_test_accuracy")
     where = f" in {out}" if out else ""
-    if summary["status"] == "diverged":
+    if summary["status"] == RunStatus.DIVERGED:
         print(f"diverged at step {summary['diverged_step']}{where}")
         return
     print(f"{summary['status']}: {summary['steps']} steps, test accuracy {acc:.4f} (best {best:.4f}), "
@@ -89,11 +90,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     placed = place(desc, options.out)
     summary = execute(placed, options)
     print_summary(summary, placed.out)
-    return 0 if summary["status"] == "completed" else 3
+    return 0 if summary["status"] == RunStatus.COMPLETED else 3
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from sparsetopo.training.inspect import inspect_run, format_inspection
+    from sparsetopo.training.inspect import format_inspection, inspect_run
 
     report = inspect_run(Path(args.run))
     print(json.dumps(report, indent=2) if args.json else format_inspection(report))

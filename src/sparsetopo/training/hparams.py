@@ -54,7 +54,7 @@ class InitSpec:
     def ref_path(self) -> str | None:
         return self.run if self.kind == "rewind" else None
 
-    def with_ref_path(self, path: str) -> "InitSpec":
+    def with_ref_path(self, path: str) -> InitSpec:
         return replace(self, run=path)
 
 

@@ -16,8 +16,9 @@ from torch import nn
 from tqdm import tqdm
 
 from sparsetopo.data import Dataset, Split
-from sparsetopo.fileio import atomic_path, atomic_write_text
+from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
+from sparsetopo.fileio import atomic_path, atomic_write_text
 from sparsetopo.training.hparams import DataHparams, TrainHparams
 from sparsetopo.training.safeload import load_checkpoint_file
 
@@ -105,7 +106,7 @@ class LoopState:
 
 @dataclass
 class LoopResult:
-    status: str  # "completed" or "diverged"
+    status: RunStatus  # completed or diverged
     steps: int
     metrics: list[dict[str, Any]]
     wall_seconds: float
@@ -218,7 +219,7 @@ def train(
 
     order, order_epoch = None, -1
     current_lr = None
-    status, diverged_step = "completed", None
+    status, diverged_step = RunStatus.COMPLETED, None
     while state.step < total:
         epoch, index = divmod(state.step, steps_per_epoch)
         if epoch != order_epoch:
@@ -233,7 +234,7 @@ def train(
         loss = nn.functional.cross_entropy(logits, data.train.labels[batch])
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            status, diverged_step = "diverged", state.step + 1
+            status, diverged_step = RunStatus.DIVERGED, state.step + 1
             break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -259,6 +260,6 @@ def train(
             checkpoint()
     bar.close()
     clock()
-    if status == "completed" and state.step == total:
+    if status == RunStatus.COMPLETED and state.step == total:
         checkpoint()
     return LoopResult(status, state.step, state.metrics, state.wall_seconds, diverged_step, state.cpu_seconds)
