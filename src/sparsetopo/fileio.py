@@ -78,7 +78,7 @@ def user_cache_dir() -> Path:
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporary files that :func:`atomic_path` leaves when its process is killed mid-write
     (``.NAME.XXXX.tmp``). Call it only while holding the folder's lock (:class:`FolderLock`)."""
-    removed = []
+    removed: list[Path] = []
     root = Path(folder)
     if not root.is_dir():
         return removed

@@ -18,7 +18,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Union, cast, get_args, get_origin, get_type_hints
 
 from sparsetopo.errors import ConfigError
 
@@ -187,7 +187,9 @@ def load_toml(path: str | Path, groups: Sequence[type], extra: Iterable[str] = (
         raise ConfigError(f"config file {path}: unreadable ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
-    sections = {cls.section: {f.name for f in fields(cls)} for cls in groups if cls.section}
+    # every group is an Hparams dataclass; ``groups`` is typed ``type`` so that ``fields`` accepts it
+    sections = {cast("type[Hparams]", cls).section: {f.name for f in fields(cls)}
+                for cls in groups if cast("type[Hparams]", cls).section}
     known = {f.name for cls in groups for f in fields(cls)} | set(extra)
     flat: dict[str, Any] = {}
     where_from: dict[str, str] = {}

@@ -15,6 +15,7 @@ in a fixed order (deterministic).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ class BlockPlan:
     nnz: int
 
     def to(self, device: torch.device) -> BlockPlan:
-        fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        fields: dict[str, Any] = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return BlockPlan(**fields)
 
     @property
@@ -49,7 +50,7 @@ class BlockPlan:
 
 
 def _group_identical(indptr: np.ndarray, indices: np.ndarray, n: int, seed: int = 12345
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     ) -> tuple[np.ndarray, int]:
     """Group the n rows of a CSR pattern by identical column sets: (group id per row, group count).
 
     Rows are hashed (a sum of random 64-bit keys of their columns, plus their length), then every group

@@ -86,6 +86,14 @@ class _SparseLayer(nn.Module):
     _rows: int
     _cols: int
     weight_shape: tuple[int, ...]
+    # parameters and buffers (registered in _setup/_install; which ones exist depends on the backend)
+    weight: nn.Parameter
+    weight_values: nn.Parameter
+    bias: nn.Parameter | None
+    mask: torch.Tensor
+    weight_indptr: torch.Tensor
+    weight_indices: torch.Tensor
+    weight_shape_: torch.Tensor
 
     def _setup(self, indptr: np.ndarray, indices: np.ndarray, bias: bool, init: str, backend: str,
                fan_in_dense: int) -> None:

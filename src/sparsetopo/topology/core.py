@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -194,14 +194,16 @@ class Topology:
         cls, masks: Sequence[Any], names: Sequence[str] | None = None, meta: dict | None = None
     ) -> Topology:
         """Build from PyTorch-layout masks: ``out x in`` (linear) or ``out x in x kh x kw`` (conv)."""
-        layers, kms = [], []
+        layers: list[np.ndarray] = []
+        kms: list[np.ndarray | None] = []
         for i, m in enumerate(masks):
             arr = np.asarray(m).astype(bool)
             if arr.ndim == 2:
                 layers.append(arr.T)
                 kms.append(None)
             elif arr.ndim == 4:
-                layers.append(arr.any(axis=(2, 3)).T)
+                # a 4-D array reduced over two axes is an array; numpy's stubs also allow a scalar
+                layers.append(cast(np.ndarray, arr.any(axis=(2, 3))).T)
                 kms.append(arr)
             else:
                 raise ConfigError(f"mask {i}: expected 2-D (out x in) or 4-D (out x in x kh x kw), got shape {arr.shape}")
@@ -231,8 +233,10 @@ class Topology:
         for a, b in zip(self.layers, other.layers):
             if a.shape != b.shape or (a != b).nnz:
                 return False
-        for a, b in zip(self.kernel_masks, other.kernel_masks):
-            if (a is None) != (b is None) or (a is not None and (a.shape != b.shape or not np.array_equal(a, b))):
+        for a, maybe_b in zip(self.kernel_masks, other.kernel_masks):
+            # past the first test, a is not None exactly when b is not None
+            b = cast(np.ndarray, maybe_b)
+            if (a is None) != (maybe_b is None) or (a is not None and (a.shape != b.shape or not np.array_equal(a, b))):
                 return False
         return True
 
@@ -348,7 +352,7 @@ class Topology:
         )
         return int(n_ends) * int(edges)
 
-    def path_counts(self) -> tuple[int, int]:
+    def path_counts(self) -> tuple[int | float, int | float]:
         """(min, max) over all (input, output) pairs of the number of input-to-output paths.
 
         Computed as the product of the layers' 0/1 matrices, a block of rows at a time, so the full

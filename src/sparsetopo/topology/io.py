@@ -59,7 +59,7 @@ def save_topology(topo: Topology, path: str | os.PathLike[str], *, encoding: str
     arrays["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds clash with allow_pickle: bool
 
 
 def _bad(path: Any, problem: str) -> ConfigError:
@@ -124,7 +124,8 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
     specs = header.get("layers")
     if not isinstance(specs, list) or not specs:
         raise _bad(path, "header lists no layers")
-    layers, kms = [], []
+    layers = []
+    kms: list[np.ndarray | None] = []
     for i, spec in enumerate(specs):
         try:
             n_in, n_out = (int(v) for v in spec["shape"])
@@ -134,6 +135,8 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
             raise _bad(path, f"layer {i}: malformed header entry {spec!r}") from None
         if n_in < 1 or n_out < 1 or nnz < 0:
             raise _bad(path, f"layer {i}: invalid shape {[n_in, n_out]} or nnz {nnz}")
+        indptr: np.ndarray | None
+        indices: np.ndarray | None
         if f"bits_{i}" in data:
             indptr, indices = _from_bits(path, i, data[f"bits_{i}"], n_in, n_out, nnz)
             if f"indptr_{i}" in data or f"indices_{i}" in data:

@@ -50,7 +50,8 @@ def _draw_graph(ax, topo: Topology, title: str) -> None:
         seg[:, 1, 1] = y1
         segments.append(seg)
     if segments:
-        ax.add_collection(LineCollection(np.concatenate(segments), colors="0.35", linewidths=0.6, alpha=0.8))
+        ax.add_collection(LineCollection(np.concatenate(segments),  # type: ignore[arg-type]  # an (N, 2, 2) array is accepted; stubs want a Sequence
+                                         colors="0.35", linewidths=0.6, alpha=0.8))
     for j, n in enumerate(widths):
         ax.scatter(xs(n), np.full(n, depth - j), s=max(4.0, 120.0 / max(widths)), c="tab:blue", zorder=3)
     ax.set_xlim(-span / 2 - 0.5, span / 2 + 0.5)

@@ -230,7 +230,7 @@ def random_equivalent(topo: Topology, seed: int) -> Topology:
             kms.append(None if km is None else expand_kernel_mask(adj, km.shape[2:]))
         else:
             pos = _sample_distinct(rng, km.size, int(km.sum()))
-            new = np.zeros(km.size, dtype=bool)
+            new: np.ndarray = np.zeros(km.size, dtype=bool)
             new[pos] = True
             new = new.reshape(km.shape)
             layers.append(new.any(axis=(2, 3)).T)
