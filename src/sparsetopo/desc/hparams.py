@@ -92,7 +92,7 @@ class Hparams:
     def __post_init__(self) -> None:
         hints = _hints(type(self))
         for f in fields(self):  # type: ignore[arg-type]
-            value = _coerce(f, _base_type(hints[f.name]), getattr(self, f.name), flag(f.name))
+            value = _coerce(f, _base_type(hints[f.name]), getattr(self, f.name), f.name)
             object.__setattr__(self, f.name, value)
             choices, check = f.metadata.get("choices"), f.metadata.get("check")
             if choices and value is not None and value not in choices:
@@ -141,17 +141,6 @@ def _coerce(f: dataclasses.Field, kind: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _parse_number(kind: type, text: str) -> Any:
-    """argparse ``type=`` for numbers: refuses ``inf`` and ``nan`` like every other bad number."""
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a finite number")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str | None = None) -> None:
     """Add one flag per field of hyperparameter group ``cls``; defaults are left out (see :func:`collect`)."""
     group = parser.add_argument_group(title or getattr(cls, "section", "") or cls.__name__)
@@ -166,8 +155,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str | None 
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             if f.metadata.get("parse") is None and kind in (int, float):
-                kwargs["type"] = lambda text, kind=kind: _parse_number(kind, text)
-                kwargs["metavar"] = "N" if kind is int else "X"
+                kwargs["type"] = kind  # non-finite numbers are refused when the group is built, like any bad value
             if f.metadata.get("choices"):
                 kwargs["choices"] = f.metadata["choices"]
             if f.metadata.get("metavar"):
