@@ -192,7 +192,7 @@ def test_sigkill_mid_sweep_then_rerun_gives_every_run_exactly_once(tmp_path):
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
-            if (out / "results.db").exists() and len(db_rows(out)) >= 3:
+            if (out / "results.db").exists() and len(db_rows(out)) >= 3:  # the store appears with its tables
                 break
             time.sleep(0.1)
         else:
@@ -346,3 +346,38 @@ def test_reproduce_sweeps_the_shipped_files_and_writes_the_report(tmp_path, monk
     with ResultsStore(out) as store:
         assert {e["name"] for e in store.experiments()} == {"mini", "fig9"}
         assert store.count() == 2 + 4 + 4 + 4
+
+
+def test_the_store_never_appears_without_its_tables(tmp_path, monkeypatch):
+    """results.db is created whole under a temporary name and linked into place: a reader polling for the
+    file (as the sigkill test does) can never open a database without its tables."""
+    import sparsetopo.experiments.results as results
+
+    seen = []
+    real_link = os.link
+
+    def link(src, dst):
+        assert not os.path.exists(dst)
+        conn = sqlite3.connect(src)  # what a reader would see the instant the name appears
+        seen.append({r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")})
+        conn.close()
+        real_link(src, dst)
+
+    monkeypatch.setattr(results.os, "link", link)
+    ResultsStore(tmp_path / "out").close()
+    assert seen == [{"runs", "metrics", "experiments", "memberships"}]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.db"]  # no temporary left
+
+
+@pytest.mark.parametrize("command", ["report", "reproduce"])
+def test_a_corrupt_store_is_one_line_not_a_traceback(tmp_path, capsys, command):
+    from sparsetopo.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.db").write_bytes(os.urandom(8192))
+    argv = ["report", str(out), "--out", str(tmp_path / "rep")] if command == "report" else \
+        ["reproduce", "lr", "--profile", "smoke", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "results.db: not a readable results store" in err and "move it away" in err

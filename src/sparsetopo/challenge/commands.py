@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from sparsetopo.desc.hparams import finite_float
 from sparsetopo.errors import ConfigError, UserError
 
 
@@ -73,7 +74,7 @@ def register(subparsers: Any) -> None:
                      help="build the network from RadiX-Nets in memory instead of reading weight files "
                           "(first layers exactly the RadiX-Net, later ones seeded row/column permutations)")
     run.add_argument("--seed", type=_non_negative, default=0, help="seed of --generate's permutations (default 0)")
-    run.add_argument("--bias", type=float, default=None,
+    run.add_argument("--bias", type=finite_float, default=None,
                      help="bias (default: the official one for the size: -0.30, -0.35, -0.40, -0.45)")
     run.add_argument("--backend", choices=("numba", "scipy", "torch-cuda"), default="numba",
                      help="numba: the fast multithreaded kernel (default); scipy: the single-threaded sparse "
@@ -130,7 +131,7 @@ def register(subparsers: Any) -> None:
                      help="data root holding mnist/ (default: $SPARSETOPO_DATA, else ~/.cache/sparsetopo/data)")
     inp.add_argument("--count", type=_positive, default=None,
                      help="only the first COUNT training images (default all 60,000)")
-    inp.add_argument("--threshold", type=float, default=None,
+    inp.add_argument("--threshold", type=finite_float, default=None,
                      help="binarisation threshold as a fraction of 255 (default 0.72404705)")
     inp.add_argument("--compare", default=None, metavar="FILE",
                      help="an inputs file to compare with: prints the pixels that differ over its rows")

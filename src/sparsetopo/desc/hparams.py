@@ -60,6 +60,18 @@ def fraction_list(value: Any) -> str | None:
     return None
 
 
+def finite_float(text: str) -> float:
+    """argparse ``type=`` for a float option outside the hyperparameter groups: ``inf`` and ``nan`` are
+    refused like any other bad number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a finite number")
+    return value
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -24,6 +24,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    """Runs at a time, threads per run: 1 to 1024."""
+    value = _positive(text)
+    if value > 1024:
+        raise argparse.ArgumentTypeError(f"{value} must be between 1 and 1024")
+    return value
+
+
 def _filter(text: str) -> Filter:
     try:
         return parse_filter(text)
@@ -34,9 +42,9 @@ def _filter(text: str) -> Filter:
 def sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="profile of the experiment file: smoke (minutes, for CI), quick (an evening "
                                      "on a laptop) or paper (the full protocol) (default: the file's default_profile)")
-    p.add_argument("--jobs", type=_positive, help="runs at a time (default: as many as the cores, or the Ray "
+    p.add_argument("--jobs", type=_count, help="runs at a time (default: as many as the cores, or the Ray "
                                                   "cluster's CPUs, hold at each run's thread count)")
-    p.add_argument("--threads", type=_positive, default=1,
+    p.add_argument("--threads", type=_count, default=1,
                    help="CPU threads of each run that does not set its own (default 1). Part of every run's "
                         "name: the thread count changes the floating-point sums")
     p.add_argument("--backend", choices=BACKENDS, default="local", help="local processes or Ray tasks (default: local)")

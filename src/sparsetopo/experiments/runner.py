@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from sparsetopo.data import ensure_datasets
 from sparsetopo.data.files import resolve_root
 from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
@@ -32,6 +33,7 @@ from sparsetopo.experiments.results import REGISTRY, ResultsStore
 from sparsetopo.experiments.spec import Experiment, Filter, RunSpec, order_runs, select
 from sparsetopo.experiments.worker import DEFAULT_RUN_FN, Outcome, Task, execute, init_local_worker, make_task
 from sparsetopo.fileio import FolderLock
+from sparsetopo.runs import describe
 from sparsetopo.system import available_cores
 
 BACKENDS = ("local", "ray")
@@ -301,6 +303,8 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
     state: dict[str, RunStatus] = {rid: RunStatus(st) for rid, st in known.items() if RunStatus(st).finished}
     pending = [s for s in specs if s.id not in state]
     result.skipped = len(specs) - len(pending)
+    if pending and run_fn == DEFAULT_RUN_FN:  # every dataset there, or one error, before any run starts
+        ensure_datasets(sorted({describe(s.command, s.params).get("dataset") for s in pending}), options["data_dir"])
     widest = max((_threads(s) for s in pending), default=1)
     runner: Backend
     if backend == "ray":

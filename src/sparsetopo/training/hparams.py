@@ -7,6 +7,7 @@ is part of its identity.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -35,6 +36,23 @@ def parse_widths(value: Any) -> tuple[int, ...]:
 
 
 INIT_KINDS = ("sparse", "dense", "rewind")
+MAX_THREADS = 1024
+
+
+def _thread_count(value: Any) -> str | None:
+    if value is None or 1 <= value <= MAX_THREADS:
+        return None
+    return f"must be between 1 and {MAX_THREADS}"
+FLOAT32_MAX = 3.4028234663852886e38  # weights, gradients and the optimiser's scalars are float32
+
+
+def _in_float32(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    """``check``, and the value must fit the weights' float32 (a larger step size overflows in the update)."""
+    def checked(value: Any) -> str | None:
+        if value is not None and abs(value) > FLOAT32_MAX:
+            return f"must be at most {FLOAT32_MAX:.3g} in size (the weights are float32)"
+        return check(value)
+    return checked
 
 
 @dataclass(frozen=True)
@@ -109,19 +127,20 @@ class ModelHparams(Hparams):
 class TrainHparams(Hparams):
     section: ClassVar[str] = "training"
     optimizer: str = hp("sgd", "optimiser", choices=("sgd", "adam"))
-    lr: float = hp(0.1, "learning rate", check=positive)
-    momentum: float = hp(0.0, "SGD momentum", check=non_negative)
+    lr: float = hp(0.1, "learning rate", check=_in_float32(positive))
+    momentum: float = hp(0.0, "SGD momentum", check=_in_float32(non_negative))
     nesterov: bool = hp(False, "Nesterov momentum (SGD with momentum > 0)")
-    weight_decay: float = hp(0.0, "L2 weight decay", check=non_negative)
+    weight_decay: float = hp(0.0, "L2 weight decay", check=_in_float32(non_negative))
     schedule: str = hp("constant", "learning-rate schedule", choices=("constant", "step", "cosine"))
     milestones: str = hp("0.5,0.75", "step schedule: fractions of the budget where lr is multiplied by --gamma",
                          check=fraction_list)
-    gamma: float = hp(0.1, "step schedule: factor at each milestone", check=positive)
+    gamma: float = hp(0.1, "step schedule: factor at each milestone", check=_in_float32(positive))
     epochs: float | None = hp(None, "training budget in epochs (default: 20 when --steps is not given)", check=positive)
     steps: int | None = hp(None, "training budget in steps (instead of --epochs)", check=positive)
     eval_every: int | None = hp(None, "evaluate on the test set every N steps (default: once per epoch)", check=positive)
-    threads: int | None = hp(None, "CPU threads of the run (default: every core this process may use). The thread "
-                             "count changes the floating-point sums, so it is part of the run's name", check=positive)
+    threads: int | None = hp(None, "CPU threads of the run (default: $OMP_NUM_THREADS, else every core this process "
+                             "may use). The thread count changes the floating-point sums, so it is part of the run's "
+                             "name", check=_thread_count)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -10,6 +10,7 @@ import torch
 from sparsetopo.errors import UserError
 from sparsetopo.training import rundir
 from sparsetopo.training.loop import CHECKPOINT
+from sparsetopo.training.safeload import load_checkpoint_file
 
 
 def _layer_names(state: dict[str, torch.Tensor]) -> list[str]:
@@ -27,10 +28,7 @@ def inspect_run(run: Path) -> dict[str, Any]:
     path = run / CHECKPOINT
     if not path.exists():
         raise UserError(f"{run}: no {CHECKPOINT} to inspect")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    except Exception as exc:  # a damaged checkpoint can raise many things
-        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    state = load_checkpoint_file(path, ("model",))["model"]
     layers = []
     for name in _layer_names(state):  # weight layers in model order
         if f"{name}.weight" in state:
