@@ -1,10 +1,18 @@
-"""Training throughput: sparsetopo's loop against a minimal hand-written PyTorch loop, same model and data.
+"""Training throughput, as same-run ratios.
 
-Both train the same architecture from the same initial weights on the same in-memory MNIST tensors for the
-same number of steps (batch 100, SGD lr 0.1) and evaluate once on the test set at the end; the methods are
-interleaved and the median of the repeats is reported.
+Rows (``--rows``, comma-separated):
 
-    python benchmarks/bench_training.py [--steps 300] [--repeats 5] [--models lenet300,lenet5]
+- ``loop``: sparsetopo's loop against a minimal hand-written PyTorch loop on the same model, initial weights
+  and in-memory MNIST tensors (batch 100, SGD lr 0.1), one test pass at the end; interleaved, median of the
+  repeats. The overhead is ours / bare - 1.
+- ``concurrent``: one ``sparsetopo train`` process alone, then two started together, each timed from its
+  own start to its end (the run's own ``wall_seconds``); the ratio is each concurrent run over the run alone,
+  the worst of ``--tries`` tries. With and without ``OMP_WAIT_POLICY=PASSIVE`` (what sparsetopo sets unless
+  the environment says otherwise).
+- ``wide``: milliseconds per training step of LeNet-5 x100 on CIFAR-10 at density 1/100 (``--scale
+  connections:100``), steady state after one warm-up step.
+
+    python benchmarks/bench_training.py [--rows loop,concurrent,wide] [--steps 300] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -14,15 +22,19 @@ import copy
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from sparsetopo.data import load_dataset
 from sparsetopo.models import build_model
-from sparsetopo.training.hparams import DataHparams, TrainHparams
+from sparsetopo.training.hparams import DataHparams, ModelHparams, TrainHparams
 from sparsetopo.training.loop import train
 
 
@@ -44,40 +56,114 @@ def bare_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test
     return correct / len(test_y)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--models", default="lenet300,lenet5")
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/training.json"))
-    args = parser.parse_args()
+def loop_rows(models: list[str], steps: int, repeats: int) -> list[dict[str, Any]]:
     data = load_dataset("mnist")
     batch = 100
     rows = []
-    for name in args.models.split(","):
+    for name in models:
         torch.manual_seed(0)
         initial = build_model(name, data.input_shape, data.num_classes)
         times: dict[str, list[float]] = {"sparsetopo": [], "bare": []}
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             for method in ("sparsetopo", "bare"):
                 model = copy.deepcopy(initial)
                 start = time.perf_counter()
                 if method == "sparsetopo":
-                    train(model, data, DataHparams(batch_size=batch), TrainHparams(steps=args.steps, eval_every=args.steps),
+                    train(model, data, DataHparams(batch_size=batch), TrainHparams(steps=steps, eval_every=steps),
                           seed=0, out=None, quiet=True)
                 else:
                     bare_loop(model, data.train.images, data.train.labels, data.test.images, data.test.labels,
-                              args.steps, batch, 0)
+                              steps, batch, 0)
                 times[method].append(time.perf_counter() - start)
         ours, bare = statistics.median(times["sparsetopo"]), statistics.median(times["bare"])
-        rows.append({"model": name, "steps": args.steps, "batch": batch,
-                     "samples_per_s_sparsetopo": args.steps * batch / ours, "samples_per_s_bare": args.steps * batch / bare,
-                     "overhead": ours / bare - 1.0, "threads": torch.get_num_threads(),
+        rows.append({"row": "loop", "model": name, "steps": steps, "batch": batch, "threads": torch.get_num_threads(),
+                     "ms_per_step_sparsetopo": 1e3 * ours / steps, "ms_per_step_bare": 1e3 * bare / steps,
+                     "overhead": ours / bare - 1.0, "load_average": os.getloadavg()[0]})
+    return rows
+
+
+def _train_process(out: Path, steps: int, policy: str | None) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    if policy is not None:
+        env["OMP_WAIT_POLICY"] = policy
+    cmd = [sys.executable, "-m", "sparsetopo", "train", "--model", "lenet300", "--steps", str(steps),
+           "--eval-every", str(steps), "--quiet", "--out", str(out)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _loop_seconds(out: Path) -> float:
+    return float(json.loads((out / "summary.json").read_text())["wall_seconds"])
+
+
+def concurrent_rows(steps: int, tries: int) -> list[dict[str, Any]]:
+    """Each run's training-loop time (its summary's wall_seconds), two at once against one alone."""
+    rows = []
+    for policy in ("PASSIVE", "ACTIVE"):
+        worst, alone_times = 0.0, []
+        for _ in range(tries):
+            with tempfile.TemporaryDirectory() as tmp:
+                base = Path(tmp)
+                p = _train_process(base / "alone", steps, policy)
+                p.communicate()
+                alone = _loop_seconds(base / "alone")
+                procs = [_train_process(base / f"pair{i}", steps, policy) for i in range(2)]
+                for q in procs:
+                    q.communicate()
+                pair = [_loop_seconds(base / f"pair{i}") for i in range(2)]
+            alone_times.append(alone)
+            worst = max(worst, *(t / alone for t in pair))
+        rows.append({"row": "concurrent", "model": "lenet300", "steps": steps, "omp_wait_policy": policy,
+                     "tries": tries, "alone_s": statistics.median(alone_times), "worst_ratio": worst,
                      "load_average": os.getloadavg()[0]})
-    print(f"{'model':<10} {'sparsetopo samples/s':>21} {'bare loop samples/s':>20} {'overhead':>9}")
+    return rows
+
+
+def wide_rows(steps: int) -> list[dict[str, Any]]:
+    from sparsetopo.runs import describe
+    from sparsetopo.training.run import build_network, network_for
+
+    data = load_dataset("cifar10")
+    desc = describe("train", {"model": "lenet5", "dataset": "cifar10", "topology": "random",
+                              "scale": "connections:100"})
+    mh = desc.group(ModelHparams)
+    model = build_network(mh, network_for(mh, "cifar10"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = data.train.images[:100], data.train.labels[:100]
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - start)
+    return [{"row": "wide", "model": "lenet5 x100", "dataset": "cifar10", "steps": steps,
+             "ms_per_step": 1e3 * statistics.median(times), "threads": torch.get_num_threads(),
+             "load_average": os.getloadavg()[0]}]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default="loop,concurrent,wide")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tries", type=int, default=3, help="concurrent: tries (the worst is reported)")
+    parser.add_argument("--models", default="lenet300,lenet5")
+    parser.add_argument("--wide-steps", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/training.json"))
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    wanted = args.rows.split(",")
+    if "loop" in wanted:
+        rows += loop_rows(args.models.split(","), args.steps, args.repeats)
+    if "concurrent" in wanted:
+        rows += concurrent_rows(max(args.steps, 600), args.tries)
+    if "wide" in wanted:
+        rows += wide_rows(args.wide_steps)
     for r in rows:
-        print(f"{r['model']:<10} {r['samples_per_s_sparsetopo']:>21,.0f} {r['samples_per_s_bare']:>20,.0f} "
-              f"{100 * r['overhead']:>8.1f}%")
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
 

@@ -200,6 +200,8 @@ def test_fuzz_cli_numbers_run_or_refuse_in_one_line(tmp_path_factory, capsys, op
             pass
     if option == "--steps" and value.isdigit() and int(value) > 3:
         value = "3"
+    if option == "--threads" and value.isdigit() and 2 < int(value) <= 1024:
+        value = "2"  # hundreds of threads on two cores train correctly, but slowly (the refusal above 1024 stays)
     argv = ["train", *budget, option, value, "--quiet", "--out", str(out)]
     if option != "--threads":
         argv[1:1] = ["--threads", "1"]

@@ -248,7 +248,7 @@ def test_a_second_sweep_of_a_busy_directory_is_refused_and_each_run_runs_once(tm
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "sparsetopo", "sweep", str(path), "--profile", "paper", "--out", str(out),
            "--jobs", "1", "--run-fn", FAKE]
-    env = {**os.environ, "FAKE_RUN_SECONDS": "0.3"}
+    env = {**os.environ, "FAKE_RUN_SECONDS": "1.5"}  # 9 runs one at a time: the first sweep holds the folder ~14 s
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while not calls(out) and time.time() < deadline:  # the first sweep holds the directory
