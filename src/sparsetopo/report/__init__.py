@@ -71,12 +71,18 @@ def _page(data: ReportData, sections: list[tuple[dict, Section]], page_dir: Path
     for r in data.runs.values():
         by_status[r.status] = by_status.get(r.status, 0) + 1
     store = Path(os.path.relpath(os.path.abspath(data.dir / DB_NAME), os.path.abspath(page_dir))).as_posix()
-    lines = ["# Training behaviour of sparse topologies: results", "",
-             f"Results store: [`{store}`](<{store}>): {total} runs ("
-             + ", ".join(f"{v} {k}" for k, v in sorted(by_status.items())) + ").", "",
-             "Accuracies are test accuracies in percent, mean ± sample standard deviation over seeds with the "
-             "number of runs n. Figures are in `figures/` (PNG and SVG), tables in `tables/` (CSV and Markdown).",
-             ""]
+    lines = ["# Training behaviour of sparse topologies: results", ""]
+    small = sorted({str(exp.get("profile")) for exp, _ in sections} & {"smoke", "quick"})
+    if small:
+        lines += [f"**Made from the {' and '.join(f'`{p}`' for p in small)} profile: short runs that exercise "
+                  "the pipeline. This report is not a test of the paper's findings.**", ""]
+    lines += [f"Results store: [`{store}`](<{store}>): {total} runs ("
+              + ", ".join(f"{v} {k}" for k, v in sorted(by_status.items())) + ").", "",
+              "Accuracies are test accuracies in percent, mean ± sample standard deviation over seeds with the "
+              "number of runs n; differences come with their 95% confidence interval (Welch's t over seeds), and "
+              "no finding gets a verdict from fewer than 3 runs per configuration. Figures are in `figures/` "
+              "(PNG and SVG), tables in `tables/` (CSV and Markdown).", ""]
+    lines += _protocol(data, [exp for exp, _ in sections])
     lines += ["## Contents", ""] + [f"- [{sec.title}](#{_anchor(sec.title)})" for _, sec in sections] + [""]
     all_findings: list[Finding] = []
     for exp, sec in sections:
@@ -97,6 +103,28 @@ def _page(data: ReportData, sections: list[tuple[dict, Section]], page_dir: Path
     if all_findings:
         lines += ["## All findings", "", _findings_md(all_findings), ""]
     return "\n".join(lines)
+
+
+def _protocol(data: ReportData, exps: list[dict]) -> list[str]:
+    """What was run: per experiment, the profile, the runs, their budgets and the seeds per configuration."""
+    from sparsetopo.experiments.estimate import budget_steps
+
+    rows = ["## Protocol", "", "| experiment | profile | runs finished / planned | training steps per run | "
+            "runs per configuration (seeds) |", "|---|---|---|---|---|"]
+    for exp in exps:
+        planned = {rid for _, rid in data.members.get(exp["name"], [])}
+        runs = [r for r in data.experiment_runs(exp["name"]) if r.finished]
+        steps = sorted({budget_steps(r.desc) for r in runs if r.command == "train" or r.get("method") == "gradual"})
+        configs: dict[str, int] = {}
+        for r in runs:
+            key = data.config_key(r)
+            configs[key] = configs.get(key, 0) + 1
+        seeds = sorted(set(configs.values()))
+        rows.append(f"| {exp['name']} | `{exp.get('profile')}` | {len(runs)} / {len(planned)} | "
+                    f"{', '.join(f'{s:,}' for s in steps) or '–'} | "
+                    f"{'–' if not seeds else (str(seeds[0]) if len(seeds) == 1 else f'{seeds[0]}-{seeds[-1]}')} |")
+    return rows + ["", "Runs per configuration: the finished runs that differ only in their seeds (a retraining "
+                   "run's seeds include those of the structure it trains on).", ""]
 
 
 def _findings_md(findings: list[Finding]) -> str:

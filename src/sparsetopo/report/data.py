@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -166,6 +167,22 @@ class ReportData:
             if run is not None and run not in seen:
                 seen.append(run)
         return seen
+
+    def config_key(self, run: Run) -> str:
+        """What a run's seeds share: its canonical options without the seeds, a run it builds on standing in
+        by that run's own key (so retraining runs on five structures of one kind, each from its own seed,
+        are one configuration)."""
+        def key(r: Run, depth: int = 0) -> str:
+            canon = {k: v for k, v in r.desc.canonical().items() if k not in SEED_KEYS}
+            for name, value in canon.items():
+                if isinstance(value, str) and depth < 8:
+                    for rid in RUN_TOKEN.findall(value):
+                        parent = self.runs.get(rid)
+                        value = value.replace(f"{{run:{rid}}}", f"<{key(parent, depth + 1)}>" if parent else rid)
+                    canon[name] = value
+            return json.dumps(canon, sort_keys=True)
+
+        return key(run)
 
     def parent_of(self, run: Run) -> Run | None:
         pid = run.parent

@@ -13,7 +13,7 @@ from sparsetopo.desc.status import RunStatus
 from sparsetopo.report import figures as F
 from sparsetopo.report.data import ReportData, Run, label, regime_of, sparsity_of, topology_family, varying
 from sparsetopo.report.findings import Finding, fig7_findings, fig8_findings, fig9_findings, lr_findings
-from sparsetopo.report.stats import Plateau, Stat, describe, plateau_test
+from sparsetopo.report.stats import Plateau, Stat, describe, plateau_test, wilson
 from sparsetopo.report.tables import Table
 
 
@@ -292,10 +292,12 @@ def _instability(sec: Section, data: ReportData, exp: dict[str, Any], runs: list
     pl = plateau_results(runs, lambda r: (r.parent, series_of(r), r.get("scale"), r.get("topology")
                                           if r.parent is None else None, r.get("model"), r.get("dataset")))
     table = Table(f"{exp['name']}_instability", f"{sec.title}: spread across seeds and plateaus",
-                  ["model", "setting", "sparsity", "final accuracy", "range (points)", "plateaued", "stuck at end"],
+                  ["model", "setting", "sparsity", "final accuracy", "range (points)", "plateaued [95% interval]",
+                   "stuck at end"],
                   note="A run plateaus when its test accuracy stays within 0.5 points for at least 20% of its "
                        "evaluated steps (3+ evaluations) while at least 2 points below the best final accuracy "
-                       "of its configuration; it is stuck if that stretch reaches its last evaluation.")
+                       "of its configuration; it is stuck if that stretch reaches its last evaluation. The interval "
+                       "of the plateau rate is Wilson's; the range needs two runs.")
     groups = _group(runs, lambda r: (_model_label(r.get("model"), r.get("dataset")), series_of(r), x_of(r)))
     series = sorted({(k[0], k[1]) for k in groups})
     curves: list[InstabilityCurve] = []
@@ -307,8 +309,9 @@ def _instability(sec: Section, data: ReportData, exp: dict[str, Any], runs: list
             st = describe(r.final for r in g)
             n_pl = sum(pl[r.id].plateaued for r in g)
             n_st = sum(pl[r.id].stuck for r in g)
-            table.add(model, setting, x, st, (st.max - st.min) * 100 if st.n else None, f"{n_pl}/{len(g)}",
-                      f"{n_st}/{len(g)}")
+            rate = wilson(n_pl, len(g))
+            table.add(model, setting, x, st, (st.max - st.min) * 100 if st.n > 1 else None,
+                      f"{n_pl}/{len(g)} [{rate.low * 100:.0f}-{rate.high * 100:.0f}%]", f"{n_st}/{len(g)}")
             curve.xs.append(x)
             curve.spreads.append(st.std * 100 if st.n > 1 else math.nan)
             curve.seeds.append(st.n)

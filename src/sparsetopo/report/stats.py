@@ -31,6 +31,10 @@ TOLERANCE = 0.005
 GAP = 0.02
 
 
+MIN_SEEDS = 3  # no verdict on a configuration measured with fewer runs
+LEVEL = 0.95  # confidence level of every interval in the report
+
+
 @dataclass(frozen=True)
 class Stat:
     mean: float
@@ -38,6 +42,12 @@ class Stat:
     n: int
     min: float
     max: float
+    values: tuple[float, ...] = ()
+
+    @property
+    def sem(self) -> float:
+        """Standard error of the mean (nan below two runs)."""
+        return self.std / math.sqrt(self.n) if self.n > 1 else math.nan
 
     def text(self, percent: bool = True) -> str:
         if self.n == 0:
@@ -55,7 +65,75 @@ def describe(values: Iterable[float | None]) -> Stat:
         return Stat(math.nan, math.nan, 0, math.nan, math.nan)
     arr = np.asarray(xs)
     std = float(arr.std(ddof=1)) if len(xs) > 1 else 0.0
-    return Stat(float(arr.mean()), std, len(xs), float(arr.min()), float(arr.max()))
+    return Stat(float(arr.mean()), std, len(xs), float(arr.min()), float(arr.max()), tuple(xs))
+
+
+def enough(*stats: Stat | None) -> bool:
+    """Whether every configuration has at least MIN_SEEDS runs: the least a verdict needs."""
+    return all(s is not None and s.n >= MIN_SEEDS for s in stats)
+
+
+def seeds_text(*stats: Stat | None) -> str:
+    return "n=" + "/".join(str(s.n if s is not None else 0) for s in stats)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A difference (or a proportion) with its confidence interval at ``LEVEL``."""
+
+    value: float
+    low: float
+    high: float
+    method: str
+
+    def points(self) -> str:
+        """The interval of an accuracy difference, in percentage points."""
+        return f"{self.value * 100:+.2f} points [{self.low * 100:+.2f}, {self.high * 100:+.2f}]"
+
+    def above(self, threshold: float) -> bool:
+        return self.low > threshold
+
+    def below(self, threshold: float) -> bool:
+        return self.high < threshold
+
+
+def welch(a: Stat, b: Stat, level: float = LEVEL) -> Interval:
+    """mean(a) - mean(b) with Welch's t interval (unequal variances, Welch-Satterthwaite degrees of
+    freedom). With no spread in either sample the interval is the difference itself."""
+    from scipy import stats as sps
+
+    d = a.mean - b.mean
+    va, vb = (a.std ** 2 / a.n if a.n > 1 else 0.0), (b.std ** 2 / b.n if b.n > 1 else 0.0)
+    se = math.sqrt(va + vb)
+    if se == 0 or a.n < 2 or b.n < 2:
+        return Interval(d, d, d, "Welch")
+    df = (va + vb) ** 2 / ((va ** 2 / (a.n - 1) if a.n > 1 else 0.0) + (vb ** 2 / (b.n - 1) if b.n > 1 else 0.0))
+    t = float(sps.t.ppf(0.5 + level / 2, df))
+    return Interval(d, d - t * se, d + t * se, "Welch")
+
+
+def combined(parts: Sequence[tuple[float, Stat]], level: float = LEVEL) -> Interval:
+    """A linear combination sum(c * mean) of independent means, with a normal-approximation interval (for a
+    difference of differences, e.g. one loss against another)."""
+    from scipy import stats as sps
+
+    value = sum(c * s.mean for c, s in parts)
+    se = math.sqrt(sum((c ** 2) * (s.std ** 2 / s.n) for c, s in parts if s.n > 1))
+    z = float(sps.norm.ppf(0.5 + level / 2))
+    return Interval(value, value - z * se, value + z * se, "normal")
+
+
+def wilson(k: int, n: int, level: float = LEVEL) -> Interval:
+    """The proportion k/n with its Wilson score interval."""
+    from scipy import stats as sps
+
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, "Wilson")
+    z = float(sps.norm.ppf(0.5 + level / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), "Wilson")
 
 
 @dataclass(frozen=True)
