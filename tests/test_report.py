@@ -306,3 +306,30 @@ def test_performs_like_is_an_equivalence_within_half_a_point():
     assert line([0.970, 0.971, 0.969, 0.970], [0.971, 0.970, 0.969, 0.971]) == "agrees"
     assert line([0.960, 0.961, 0.959, 0.960], [0.971, 0.970, 0.969, 0.971]) == "differs"  # a point apart
     assert line([0.96, 0.98, 0.95, 0.97], [0.971, 0.970, 0.969, 0.971]) == "inconclusive"
+
+
+def test_an_ablation_compares_each_variant_with_its_baseline(tmp_path):
+    from scipy import stats as sps
+
+    source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
+    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
+                     source=source, findings=[])
+    store = ResultsStore(tmp_path / "s")
+    accs = {"baseline": [0.90, 0.91, 0.92], "variant": [0.95, 0.96, 0.94]}
+    for stage, values in accs.items():
+        for seed, acc in enumerate(values):
+            prune = add(store, exp, stage, f"prune-{stage}-{seed}", "prune",
+                        {"method": "gradual", "sparsity": 0.99, "seed": seed,
+                         **({"exclude": "fc3"} if stage == "variant" else {})}, acc, pruned=acc)
+            add(store, exp, f"retrain_{stage}", f"train-{stage}-{seed}", "train",
+                {"seed": 100, "topology": f"file:{{run:{prune}}}/topology.npz"}, acc - 0.01)
+    store.register_experiment(exp)
+    store.close()
+    write_report(tmp_path / "s", tmp_path / "r")
+    rows = {r["variant"]: r for r in csv.DictReader(open(tmp_path / "r" / "tables" / "abl_ablation.csv"))}
+    ci = sps.ttest_ind(accs["variant"], accs["baseline"], equal_var=False).confidence_interval()
+    expected = f"+4.00 points [{ci.low * 100:+.2f}, {ci.high * 100:+.2f}]"
+    assert rows["variant"]["variant − baseline (95% interval)"] == expected
+    assert rows["retrain_variant"]["variant − baseline (95% interval)"] == expected  # against retrain_baseline
+    assert rows["retrain_variant"]["sparsity"] == "0.99"  # read from the pruned parent
+    assert rows["baseline"]["variant − baseline (95% interval)"] == "–"

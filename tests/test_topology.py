@@ -496,3 +496,29 @@ def test_load_refuses_bad_bit_masks(tmp_path, mutate, problem):
     _rewrite(path, mutate)
     with pytest.raises(ConfigError, match=problem):
         load_topology(path)
+
+
+def test_relabelled_radix_net_is_the_same_graph_with_units_renamed():
+    from sparsetopo.topology import relabel_units
+
+    topo = radix_net((10, 10), (8, 3, 1), 16)
+    again = relabel_units(topo, 7)
+    assert again == relabel_units(topo, 7) and again != relabel_units(topo, 8) and again != topo
+    for a, b in zip(topo.layers, again.layers):
+        assert a.shape == b.shape and a.nnz == b.nnz
+        assert sorted(np.asarray(a.sum(axis=0)).ravel()) == sorted(np.asarray(b.sum(axis=0)).ravel())
+        assert sorted(np.asarray(a.sum(axis=1)).ravel()) == sorted(np.asarray(b.sum(axis=1)).ravel())
+    # every input still reaches every output, by the same number of paths (a permuted path-count matrix)
+    paths = (topo.layers[0].astype(np.int64) @ topo.layers[1].astype(np.int64)).toarray()
+    moved = (again.layers[0].astype(np.int64) @ again.layers[1].astype(np.int64)).toarray()
+    assert (paths > 0).all() and (moved > 0).all()
+    assert sorted(paths.ravel()) == sorted(moved.ravel())
+
+
+def test_radix_spec_takes_a_permutation_seed():
+    from sparsetopo.topology.spec import parse_topology
+
+    spec = parse_topology("radix:systems=10x10,kron=8x3x1,trim=16,permute=3")
+    assert spec.permute == 3 and str(spec) == "radix:systems=10x10,kron=8x3x1,trim=16,permute=3"
+    with pytest.raises(ConfigError, match="permute -1 must be a seed"):
+        parse_topology("radix:systems=10x10,permute=-1")

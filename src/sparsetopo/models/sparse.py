@@ -19,6 +19,7 @@ from sparsetopo.errors import ConfigError
 from sparsetopo.models.lenet import ModelArch
 from sparsetopo.models.registry import DEFAULT_WIDTHS, model_arch
 from sparsetopo.topology import Topology, load_topology, radix_net, random_topology
+from sparsetopo.topology.randomnets import relabel_units
 from sparsetopo.topology.spec import Scale, TopologySpec, parse_scale, parse_topology
 
 
@@ -98,6 +99,8 @@ def resolve_network(
         topo = Topology(layers, names=sparse_names, meta={"kind": "random", "density": d, "mode": spec.mode, "seed": topo_seed})
     elif spec.kind == "radix":
         topo = radix_net([list(s) for s in spec.systems], list(spec.kron) if spec.kron else None, trim_inputs=spec.trim)
+        if spec.permute is not None:
+            topo = relabel_units(topo, spec.permute)
         if len(topo.layers) != len(sparse_names):
             raise ConfigError(f"--topology {topology} has {len(topo.layers)} layers; {model} has {len(sparse_names)} "
                               f"sparse layers ({', '.join(sparse_names)})")

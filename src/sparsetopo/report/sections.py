@@ -13,7 +13,7 @@ from sparsetopo.desc.status import RunStatus
 from sparsetopo.report import figures as F
 from sparsetopo.report.data import ReportData, Run, label, regime_of, sparsity_of, topology_family, varying
 from sparsetopo.report.findings import Finding, fig7_findings, fig8_findings, fig9_findings, lr_findings
-from sparsetopo.report.stats import Plateau, Stat, describe, plateau_test, wilson
+from sparsetopo.report.stats import Plateau, Stat, describe, enough, plateau_test, seeds_text, welch, wilson
 from sparsetopo.report.tables import Table
 
 
@@ -461,6 +461,86 @@ def _structure(run: Run) -> str:
     return f"from {pid}"
 
 
+# ------------------------------------------------------------------------------------------------------
+# Ablations: each stage a variant of the stage named "baseline"
+
+
+def _inherited(data: ReportData, run: Run, key: str) -> Any:
+    """Option ``key`` of ``run``, or of the run it builds on when ``run`` does not set it (a retraining run's
+    sparsity is its pruned parent's)."""
+    seen = 0
+    while run is not None and seen < 8:
+        if key in run.desc.canonical():
+            return run.get(key)
+        parent = data.parent_of(run)
+        if parent is None:
+            return run.get(key)
+        run, seen = parent, seen + 1
+    return None
+
+
+def _measure(run: Run) -> float | None:
+    """What an ablation compares: a prune run's accuracy after pruning, a train run's final accuracy."""
+    return run.pruned if run.command == "prune" and run.pruned is not None else run.final
+
+
+def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -> Section:
+    """Each stage against its baseline stage (``baseline``, or ``P_baseline`` for a stage ``P_x``), matched
+    on the options the file lists in ``[experiment] match``: the difference of the mean accuracies with its
+    95% Welch interval."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    sec = Section(exp["name"], exp.get("title") or exp["name"])
+    try:
+        match = list(tomllib.loads(exp.get("source") or "").get("experiment", {}).get("match", []))
+    except tomllib.TOMLDecodeError:
+        match = []
+    by_id = {r.id: r for r in runs if r.finished}
+    stages: dict[str, list[Run]] = defaultdict(list)
+    for stage, rid in data.members.get(exp["name"], []):
+        if rid in by_id and by_id[rid] not in stages[stage]:
+            stages[stage].append(by_id[rid])
+    table = Table(f"{exp['name']}_ablation", f"{sec.title}: each variant against the baseline",
+                  ["variant", *match, "accuracy", "its baseline", "variant − baseline (95% interval)"],
+                  note="Accuracy: test accuracy (%) after pruning for prune runs, at the end for training runs; "
+                       "mean ± std over seeds (n). The interval is Welch's t over seeds; a difference needs at "
+                       "least 3 runs on each side.")
+    if "baseline" not in stages:
+        sec.text.append("No baseline runs have finished yet.")
+        sec.tables.append(table)
+        return sec
+
+    def key(r: Run) -> tuple:
+        return tuple(label(_inherited(data, r, k)) for k in match)
+
+    def baseline_of(stage: str) -> str:
+        """``retrain_x`` is compared with ``retrain_baseline`` when there is one, anything else with
+        ``baseline``."""
+        parts = stage.split("_")
+        for i in range(len(parts) - 1, 0, -1):
+            candidate = "_".join(parts[:i]) + "_baseline"
+            if candidate in stages:
+                return candidate
+        return "baseline"
+
+    for stage, members in stages.items():
+        ref_stage = baseline_of(stage)
+        base = _group(stages[ref_stage], key)
+        is_base = stage == ref_stage or stage.endswith("baseline")
+        for values, group in sorted(_group(members, key).items()):
+            st = describe(_measure(r) for r in group)
+            ref = describe(_measure(r) for r in base.get(values, []))
+            diff = "–" if is_base else (welch(st, ref).points() if enough(st, ref)
+                                        else f"not measured ({seeds_text(st, ref)})")
+            table.add(stage, *values, st, None if is_base else ref, diff)
+    sec.tables.append(table)
+    return sec
+
+
 BUILDERS: dict[str, Callable[[ReportData, dict[str, Any], list[Run], Path], Section]] = {
-    "fig7": fig7, "fig8": fig8, "fig9": fig9, "lr": lr_section,
+    "fig7": fig7, "fig8": fig8, "fig9": fig9, "lr": lr_section, "ablation": ablation,
 }

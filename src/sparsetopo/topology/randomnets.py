@@ -237,3 +237,22 @@ def random_equivalent(topo: Topology, seed: int) -> Topology:
             kms.append(new)
     meta = {"kind": "random_equivalent", "seed": int(seed), "of": topo.meta}
     return Topology(layers, names=topo.names, kernel_masks=kms, meta=meta)
+
+
+def relabel_units(topo: Topology, seed: int) -> Topology:
+    """The same graph with its units randomly renamed: a random permutation of the inputs and of each
+    layer's outputs (the next layer's inputs get the same one). Every degree, path count and connectivity
+    property is kept; only which input pixel or hidden unit plays which role in the structure changes."""
+    _check_seed(seed)
+    if any(km is not None for km in topo.kernel_masks):
+        raise ConfigError("relabelling units needs a topology without weight-level (conv) masks")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(topo.layers[0].shape[0])
+    layers = []
+    for m in topo.layers:
+        out = rng.permutation(m.shape[1])
+        rows, cols = m.nonzero()
+        new = sp.csr_array((np.ones(rows.size, dtype=bool), (perm[rows], out[cols])), shape=m.shape)
+        layers.append(new)
+        perm = out
+    return Topology(layers, names=topo.names, meta={"kind": "relabelled", "seed": int(seed), "of": topo.meta})

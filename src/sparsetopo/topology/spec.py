@@ -4,7 +4,7 @@ Grammar of a topology spec (``--topology``)::
 
     dense
     random[:density=D][,mode=bernoulli|exact|fanin][,seed=N]
-    radix:systems=10x10[+10x10...][,kron=8x3x1][,trim=16]
+    radix:systems=10x10[+10x10...][,kron=8x3x1][,trim=16][,permute=SEED]
     file:PATH                      # a saved Topology (e.g. a pruned run's topology.npz)
 
 A width scale (``--scale``) is ``connections:K`` (widen xK at density 1/K, the paper's "fixed connections")
@@ -24,7 +24,7 @@ from sparsetopo.errors import ConfigError
 KINDS = ("dense", "random", "radix", "file")
 RANDOM_MODES = ("bernoulli", "exact", "fanin")
 SCALE_KINDS = ("connections", "neurons")
-_OPTIONS = {"random": ("density", "mode", "seed"), "radix": ("systems", "kron", "trim")}
+_OPTIONS = {"random": ("density", "mode", "seed"), "radix": ("systems", "kron", "trim", "permute")}
 
 
 def format_number(x: float) -> str:
@@ -51,6 +51,7 @@ class TopologySpec:
     systems: tuple[tuple[int, ...], ...] = ()
     kron: tuple[int, ...] = ()
     trim: int = 0
+    permute: int | None = None  # radix: relabel the units at random with this seed (the same graph)
     path: str = ""
 
     def __str__(self) -> str:
@@ -72,6 +73,8 @@ class TopologySpec:
                 parts.append("kron=" + "x".join(map(str, self.kron)))
             if self.trim:
                 parts.append(f"trim={self.trim}")
+            if self.permute is not None:
+                parts.append(f"permute={self.permute}")
         return self.kind + (":" + ",".join(parts) if parts else "")
 
     def ref_path(self) -> str | None:
@@ -180,7 +183,10 @@ def parse_topology(spec: str | TopologySpec) -> TopologySpec:
     trim = _int(options.get("trim", "0"), "trim", spec)
     if trim < 0:
         raise ConfigError(f"topology spec {spec!r}: trim {trim} must be >= 0")
-    return TopologySpec("radix", systems=systems, kron=kron, trim=trim)
+    permute = _int(options["permute"], "permute", spec) if "permute" in options else None
+    if permute is not None and permute < 0:
+        raise ConfigError(f"topology spec {spec!r}: permute {permute} must be a seed >= 0")
+    return TopologySpec("radix", systems=systems, kron=kron, trim=trim, permute=permute)
 
 
 def parse_scale(text: str | Scale | None) -> Scale | None:
