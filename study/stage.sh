@@ -10,6 +10,6 @@ for run in "$out"/runs/*/; do
     [ -f "$summary" ] || continue
     grep -qE '"status": "(completed|diverged)"' "$summary" || continue
     for f in hparams.json summary.json metrics.jsonl topology.npz; do
-        [ -f "$run/$f" ] && git add "$run/$f"
+        if [ -f "$run/$f" ]; then git add "$run/$f"; fi
     done
 done
