@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sparsetopo"
 
 # Bottom to top. A module may import modules of its own layer or of the layers below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__",),  # the package itself: its version, nothing else
+    ("version",),
     ("errors",),
     ("fileio", "system", "desc"),  # the run description's framework, identity and statuses
     ("topology",),  # pure maths
@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runs",),  # the registry of run kinds and the Python entry point
     ("experiments",),
     ("report",),
-    ("cli", "__main__"),
+    ("cli", "__main__", "__init__"),  # the package's face: the CLI, and the names re-exported for users
 )
 
 

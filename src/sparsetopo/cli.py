@@ -11,8 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from sparsetopo import __version__
 from sparsetopo.errors import UserError
+from sparsetopo.version import __version__
 
 # Packages whose ``commands.register`` adds sub-commands, in help order.
 COMMAND_MODULES = (

@@ -19,6 +19,7 @@ from sparsetopo.errors import ConfigError
 from sparsetopo.models.lenet import ModelArch
 from sparsetopo.models.registry import DEFAULT_WIDTHS, model_arch
 from sparsetopo.topology import Topology, load_topology, radix_net, random_topology
+from sparsetopo.topology.radix import radix_fit
 from sparsetopo.topology.randomnets import relabel_units
 from sparsetopo.topology.spec import Scale, TopologySpec, parse_scale, parse_topology
 
@@ -32,6 +33,23 @@ def scaled_widths(model: str, widths: tuple[int, ...] | None, scale: Scale | Non
     if model == "lenet300":
         return (base[0] * k, base[1])
     return (base[0], base[1] * k, base[2])
+
+
+def fit_chains(shapes: list[tuple[int, int]], density: float | None) -> Topology:
+    """Fitted RadiX-Nets (:func:`~sparsetopo.topology.radix.radix_fit`) for layers of ``(in, out)`` units:
+    each maximal run of layers that chain (one's outputs are the next one's inputs) is one RadiX-Net, so
+    its inputs reach all its outputs; a layer that chains with neither neighbour is fitted alone."""
+    layers: list[Any] = []
+    metas: list[dict] = []
+    start = 0
+    for i in range(1, len(shapes) + 1):
+        if i == len(shapes) or shapes[i][0] != shapes[i - 1][1]:
+            sizes = [shapes[start][0]] + [out for _, out in shapes[start:i]]
+            fitted = radix_fit(sizes, density)
+            layers += fitted.layers
+            metas.append(fitted.meta)
+            start = i
+    return Topology(layers, meta={"kind": "radix_fit", "density": density, "chains": metas})
 
 
 @dataclass
@@ -97,6 +115,18 @@ def resolve_network(
             for i, n in enumerate(sparse_names)
         ]
         topo = Topology(layers, names=sparse_names, meta={"kind": "random", "density": d, "mode": spec.mode, "seed": topo_seed})
+    elif spec.kind == "radix" and spec.fitted:
+        if spec.density is not None and density is not None and not np.isclose(spec.density, density):
+            raise ConfigError(f"--topology {topology} has density {spec.density:g} but --scale {scale} implies "
+                              f"{density:g}; drop the density from the spec or make them agree")
+        d = spec.density if spec.density is not None else (None if spec.auto else density)
+        if d is None and not spec.auto:
+            raise ConfigError(f"--topology {topology}: give density=D or auto in the spec, or a --scale")
+        shapes = [(arch.layer(n).fan_in, arch.layer(n).fan_out) for n in sparse_names]
+        topo = fit_chains(shapes, d)
+        if spec.permute is not None:
+            topo = relabel_units(topo, spec.permute)
+        topo = Topology(topo.layers, names=sparse_names, meta=topo.meta)
     elif spec.kind == "radix":
         topo = radix_net([list(s) for s in spec.systems], list(spec.kron) if spec.kron else None, trim_inputs=spec.trim)
         if spec.permute is not None:

@@ -37,6 +37,8 @@ class GradualPruning:
         self.begin, self.end, self.frequency = begin, end, frequency
         self.global_prune = global_prune
         self.history: list[dict[str, Any]] = []
+        # a layer that starts sparse keeps what it lacks: its target never drops below where it started
+        self.floor = {n: float((~m.mask_dense()).sum()) / m.mask_dense().numel() for n, m in self.layers.items()}
 
     def sparsity_at(self, step: int) -> float:
         return cubic_sparsity(step, self.final, self.initial, self.begin, self.end, self.frequency)
@@ -46,7 +48,12 @@ class GradualPruning:
         target = self.sparsity_at(step)
         weights = {n: m.dense_weight() for n, m in self.layers.items()}
         keep = {n: m.mask_dense() for n, m in self.layers.items()}
-        masks = magnitude_masks(weights, target, global_prune=self.global_prune, keep=keep)
+        if self.global_prune or not any(self.floor.values()):
+            masks = magnitude_masks(weights, target, global_prune=self.global_prune, keep=keep)
+        else:
+            masks = {}
+            for n in self.layers:
+                masks.update(magnitude_masks({n: weights[n]}, max(target, self.floor[n]), keep={n: keep[n]}))
         for name, module in self.layers.items():
             module.set_mask(masks[name], optimizer)
         self.history.append({"step": step, "sparsity": target,
@@ -57,7 +64,8 @@ class GradualPruning:
             self.prune(step, optimizer)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history)}
+        return {"history": list(self.history), "floor": dict(self.floor)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state.get("history", []))
+        self.floor.update(state.get("floor", {}))

@@ -112,3 +112,50 @@ def radix_net(systems: Any, kron: Sequence[int] | None = None, trim_inputs: int 
         layers.append(_canonical_csr(indices, indptr, (rows, b_out * n_prime)))
     meta = {"kind": "radix_net", "systems": systems_n, "kron": kron_l, "trim_inputs": trim}
     return Topology._from_canonical(layers, meta=meta)
+
+
+def radix_fit(sizes: Sequence[int], density: float | None = None) -> Topology:
+    """A RadiX-Net of exactly the layer sizes ``(s_0, s_1, ..., s_L)`` at about ``density`` per layer.
+
+    The rule. ``L`` layers use the mixed-radix system ``(n, ..., n)`` (``L`` radices, ``N' = n^L``), whose
+    layers all have density ``n / N' = n^(1 - L)``; ``n`` is the integer nearest ``density^(-1/(L-1))``
+    (``density=None``: the sparsest system that fits), at least 2, lowered until ``N'`` is at most the
+    smallest hidden size. The Kronecker widths are ``B_i = ceil(s_i / N')``, and each layer is trimmed to its
+    first ``s_i`` rows and ``s_(i+1)`` columns. Every hidden layer keeps at least one full block of ``N'``
+    units, so every input still reaches every output (the property RadiX-Nets are built for), and every
+    input-output pair by at least one path per kept block combination. One layer (``L = 1``) has no such
+    property below density 1: it is the first layer of the two-layer net ``(n, n)``, density ``1/n``.
+
+    ``sizes=(784, 300, 100)`` at density 0.1 gives ``n = 10``, ``B = (8, 3, 1)``: the paper's RadiX-Net with
+    its last 16 inputs trimmed instead of its first.
+    """
+    sizes = [_as_int(s, f"layer size {s!r}", 1) for s in sizes]
+    if len(sizes) < 2:
+        raise ConfigError(f"radix_fit needs at least two sizes (one layer), got {sizes}")
+    if density is not None and not 0 < density <= 1:
+        raise ConfigError(f"radix density {density} must be in (0, 1]")
+    n_layers = len(sizes) - 1
+    if n_layers == 1:
+        n = max(2, round(1 / density)) if density is not None else 2
+        systems, first_only = [[n, n]], True
+    else:
+        limit = min(sizes[1:-1])
+        if density is None:
+            n = max(2, math.floor(limit ** (1 / n_layers) + 1e-9))
+        else:
+            n = max(2, round(density ** (-1 / (n_layers - 1))))
+        while n > 2 and n ** n_layers > limit:
+            n -= 1
+        if n ** n_layers > limit:
+            raise ConfigError(f"no RadiX-Net fits layer sizes {sizes}: the smallest system (2,)*{n_layers} needs "
+                              f"hidden layers of at least {2 ** n_layers} units, the smallest has {limit}")
+        systems, first_only = [[n] * n_layers], False
+    n_prime = math.prod(systems[0])
+    kron = [math.ceil(s / n_prime) for s in sizes]
+    if first_only:
+        kron = [kron[0], kron[1], 1]
+    net = radix_net(systems, kron)
+    layers = [net.layers[i][: sizes[i], : sizes[i + 1]] for i in range(n_layers)]
+    meta = {"kind": "radix_net", "systems": systems, "kron": kron, "fitted_to": sizes,
+            "density_asked": density}
+    return Topology(layers, meta=meta)

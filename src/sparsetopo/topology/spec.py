@@ -5,6 +5,7 @@ Grammar of a topology spec (``--topology``)::
     dense
     random[:density=D][,mode=bernoulli|exact|fanin][,seed=N]
     radix:systems=10x10[+10x10...][,kron=8x3x1][,trim=16][,permute=SEED]
+    radix:density=D | radix:auto   # a RadiX-Net fitted to the layers' shapes (topology.radix.radix_fit)
     file:PATH                      # a saved Topology (e.g. a pruned run's topology.npz)
 
 A width scale (``--scale``) is ``connections:K`` (widen xK at density 1/K, the paper's "fixed connections")
@@ -24,7 +25,7 @@ from sparsetopo.errors import ConfigError
 KINDS = ("dense", "random", "radix", "file")
 RANDOM_MODES = ("bernoulli", "exact", "fanin")
 SCALE_KINDS = ("connections", "neurons")
-_OPTIONS = {"random": ("density", "mode", "seed"), "radix": ("systems", "kron", "trim", "permute")}
+_OPTIONS = {"random": ("density", "mode", "seed"), "radix": ("systems", "kron", "trim", "permute", "density", "auto")}
 
 
 def format_number(x: float) -> str:
@@ -53,6 +54,12 @@ class TopologySpec:
     trim: int = 0
     permute: int | None = None  # radix: relabel the units at random with this seed (the same graph)
     path: str = ""
+    auto: bool = False  # radix: fitted to the layers' shapes at the sparsest density that keeps them connected
+
+    @property
+    def fitted(self) -> bool:
+        """A RadiX-Net chosen for the layers' shapes (``radix:density=D`` or ``radix:auto``)."""
+        return self.kind == "radix" and not self.systems
 
     def __str__(self) -> str:
         if self.kind == "dense":
@@ -67,6 +74,13 @@ class TopologySpec:
                 parts.append(f"mode={self.mode}")
             if self.seed is not None:
                 parts.append(f"seed={self.seed}")
+        elif self.fitted:
+            if self.auto:
+                parts.append("auto")
+            elif self.density is not None:
+                parts.append(f"density={format_number(self.density)}")
+            if self.permute is not None:
+                parts.append(f"permute={self.permute}")
         else:
             parts.append("systems=" + "+".join("x".join(map(str, s)) for s in self.systems))
             if self.kron:
@@ -155,6 +169,8 @@ def parse_topology(spec: str | TopologySpec) -> TopologySpec:
                           "radix:systems=... or file:PATH")
     options: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in rest.split(","))):
+        if kind == "radix" and part == "auto":
+            part = "auto=1"
         key, eq, value = part.partition("=")
         key, value = key.strip(), value.strip()
         if not eq or not value:
@@ -176,16 +192,23 @@ def parse_topology(spec: str | TopologySpec) -> TopologySpec:
         if seed is not None and seed < 0:
             raise ConfigError(f"topology spec {spec!r}: seed {seed} must be >= 0")
         return TopologySpec("random", density=density, mode=mode, seed=seed)
+    permute = _int(options["permute"], "permute", spec) if "permute" in options else None
+    if permute is not None and permute < 0:
+        raise ConfigError(f"topology spec {spec!r}: permute {permute} must be a seed >= 0")
     if "systems" not in options:
-        raise ConfigError(f"topology spec {spec!r}: radix needs systems=..., e.g. radix:systems=10x10,kron=8x3x1,trim=16")
+        fit = [k for k in ("density", "auto") if k in options]
+        if len(fit) > 1 or set(options) - {"density", "auto", "permute"}:
+            raise ConfigError(f"topology spec {spec!r}: radix needs systems=... (e.g. radix:systems=10x10,kron=8x3x1,"
+                              "trim=16), or density=D or auto alone to fit a RadiX-Net to the layers' shapes")
+        density = _density(options["density"], spec) if "density" in options else None
+        return TopologySpec("radix", density=density, permute=permute, auto="auto" in options)
+    if "density" in options or "auto" in options:
+        raise ConfigError(f"topology spec {spec!r}: give systems=... or density=/auto, not both")
     systems = tuple(_dims(s, "system", spec) for s in options["systems"].split("+"))
     kron = _dims(options["kron"], "kron", spec) if "kron" in options else ()
     trim = _int(options.get("trim", "0"), "trim", spec)
     if trim < 0:
         raise ConfigError(f"topology spec {spec!r}: trim {trim} must be >= 0")
-    permute = _int(options["permute"], "permute", spec) if "permute" in options else None
-    if permute is not None and permute < 0:
-        raise ConfigError(f"topology spec {spec!r}: permute {permute} must be a seed >= 0")
     return TopologySpec("radix", systems=systems, kron=kron, trim=trim, permute=permute)
 
 

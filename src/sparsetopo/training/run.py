@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsetopo import __version__
 from sparsetopo.data import Dataset, load_dataset
 from sparsetopo.data.registry import get_spec
 from sparsetopo.desc.identity import RunDesc, bind_references, resolve_references, sibling_locator
@@ -31,6 +30,7 @@ from sparsetopo.training import rundir
 from sparsetopo.training.hparams import DataHparams, ModelHparams, TrainHparams
 from sparsetopo.training.loop import CHECKPOINT, Callback, LoopResult, train
 from sparsetopo.training.rewind import apply_rewind, check_rewind, save_snapshot
+from sparsetopo.version import __version__
 
 
 @dataclass
