@@ -23,6 +23,7 @@ class GradualPruning:
     """
 
     name = "gradual_pruning"
+    changes_structure = True  # a resumed run gets its saved masks back before its weights
 
     def __init__(self, layers: Mapping[str, nn.Module], final: float, *, initial: float = 0.0, begin: int = 2000,
                  end: int = 5000, frequency: int = 200, global_prune: bool = False) -> None:

@@ -87,6 +87,9 @@ def check_prune(desc: RunDesc) -> None:
     mh: ModelHparams = desc.group(ModelHparams)
     th: TrainHparams = desc.group(TrainHparams)
     ph: PruneHparams = desc.group(PruneHparams)
+    if desc.get("dst") != "none":
+        raise ConfigError(f"--dst {desc.get('dst')}: dynamic sparse training is a train run; prune runs keep "
+                          "--dst none")
     if ph.method == "oneshot":
         if "{run:" not in str(ph.from_run):
             _source(Path(str(ph.from_run)))
@@ -156,12 +159,7 @@ def run_gradual(desc: RunDesc, options: RunOptions) -> dict[str, Any]:
 
     def prepare(model: nn.Module, network: Network, data: Any) -> list[Any]:
         layers = {n: getattr(model, n) for n in names}
-        ckpt = out / CHECKPOINT
-        resuming = ckpt.exists()
-        if resuming:  # the saved masks must be in place before the loop loads the saved weights
-            state = load_checkpoint_file(ckpt, ("model",))["model"]
-            for n, module in layers.items():
-                module.set_mask(state[f"{n}.mask"])
+        resuming = (out / CHECKPOINT).exists()  # the loop puts the saved masks back before the weights
         cb = GradualPruning(layers, ph.sparsity, initial=ph.initial_sparsity, begin=ph.begin, end=ph.end,
                             frequency=ph.frequency, global_prune=ph.global_prune)
         if ph.begin == 0 and not resuming:

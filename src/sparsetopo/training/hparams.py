@@ -155,4 +155,25 @@ class TrainHparams(Hparams):
         return max(1, round((self.epochs if self.epochs is not None else 20.0) * steps_per_epoch))
 
 
-TRAIN_GROUPS: tuple[type, ...] = (DataHparams, ModelHparams, TrainHparams)
+def _open_fraction(value: Any) -> str | None:
+    return None if value is None or 0 < value < 1 else "must be strictly between 0 and 1"
+
+
+def _budget_fraction(value: Any) -> str | None:
+    return None if value is None or 0 < value <= 1 else "must be a fraction of the budget in (0, 1]"
+
+
+@dataclass(frozen=True)
+class DSTHparams(Hparams):
+    """Dynamic sparse training: the connections of the sparse layers change while training."""
+
+    section: ClassVar[str] = "dst"
+    dst: str = hp("none", "dynamic sparse training: none (a fixed structure), set (drop the smallest weights, grow at "
+                  "random) or rigl (grow where the dense gradient is largest)", choices=("none", "set", "rigl"))
+    dst_interval: int = hp(100, "steps between structure updates", check=positive)
+    dst_fraction: float = hp(0.3, "fraction of each layer's connections replaced at the first update (cosine decay "
+                             "to 0 at --dst-end)", check=_open_fraction)
+    dst_end: float = hp(0.75, "fraction of the budget after which the structure stays fixed", check=_budget_fraction)
+
+
+TRAIN_GROUPS: tuple[type, ...] = (DataHparams, ModelHparams, TrainHparams, DSTHparams)

@@ -142,9 +142,34 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         torch.save(payload, tmp)
 
 
+def restore_structures(payload: dict[str, Any], model: nn.Module) -> None:
+    """Put the saved connection structure back into every sparse layer whose structure changes during a
+    run (gradual pruning, dynamic sparse training) before the weights, and the optimiser that holds them,
+    are made and loaded."""
+    from sparsetopo.nn.layers import sparse_layers
+
+    state = payload["model"]
+    for name, layer in sparse_layers(model):
+        prefix = f"{name}." if name else ""
+        if prefix + "mask" in state:
+            mask: Any = state[prefix + "mask"].bool()
+        elif prefix + "weight_indptr" in state:
+            indptr = state[prefix + "weight_indptr"].numpy()
+            indices = state[prefix + "weight_indices"].numpy()
+            import numpy as np
+            import scipy.sparse as sp
+
+            mask = sp.csr_array((np.ones(indices.size, dtype=bool), indices, indptr), shape=(layer._rows, layer._cols))
+            if len(layer.weight_shape) == 4:
+                mask = mask.toarray().reshape(layer.weight_shape)
+        else:
+            continue
+        layer.set_mask(mask)
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    callbacks: list[Callback]) -> LoopState:
-    payload = load_checkpoint_file(path, CHECKPOINT_KEYS)
+                    callbacks: list[Callback], payload: dict[str, Any] | None = None) -> LoopState:
+    payload = payload if payload is not None else load_checkpoint_file(path, CHECKPOINT_KEYS)
     saved = payload["callbacks"]
     if not isinstance(saved, dict):
         raise UserError(f"{path}: callback states are not stored by name (an older checkpoint); move it away "
@@ -196,11 +221,14 @@ def train(
     total = th.total_steps(steps_per_epoch)
     eval_every = th.eval_every or steps_per_epoch
     data_seed = seed if dh.data_seed is None else dh.data_seed
-    optimizer = make_optimizer(model, th)
     ckpt = out / CHECKPOINT if out is not None else None
+    payload = load_checkpoint_file(ckpt, CHECKPOINT_KEYS) if ckpt is not None and ckpt.exists() else None
+    if payload is not None and any(getattr(cb, "changes_structure", False) for cb in callbacks):
+        restore_structures(payload, model)  # before the optimiser takes the (sparse backend's) parameters
+    optimizer = make_optimizer(model, th)
     state = LoopState()
-    if ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt, model, optimizer, callbacks)
+    if payload is not None:
+        state = load_checkpoint(ckpt, model, optimizer, callbacks, payload)  # type: ignore[arg-type]
     model.train()
 
     def checkpoint() -> None:

@@ -22,12 +22,14 @@ from sparsetopo.data import Dataset, load_dataset
 from sparsetopo.data.registry import get_spec
 from sparsetopo.desc.identity import RunDesc, bind_references, resolve_references, sibling_locator
 from sparsetopo.errors import ConfigError
-from sparsetopo.fileio import FolderLock
+from sparsetopo.fileio import FolderLock, atomic_write_json
 from sparsetopo.models import instantiate
 from sparsetopo.models.sparse import Network, resolve_network
 from sparsetopo.system import default_threads
+from sparsetopo.topology import save_topology
 from sparsetopo.training import rundir
-from sparsetopo.training.hparams import DataHparams, ModelHparams, TrainHparams
+from sparsetopo.training.dst import DynamicSparsity, structure_topology
+from sparsetopo.training.hparams import DataHparams, DSTHparams, ModelHparams, TrainHparams
 from sparsetopo.training.loop import CHECKPOINT, Callback, LoopResult, train
 from sparsetopo.training.rewind import apply_rewind, check_rewind, save_snapshot
 from sparsetopo.version import __version__
@@ -119,6 +121,9 @@ def check_train(desc: RunDesc) -> None:
         raise ConfigError(f"--topology {mh.topology}: no such file {mh.topology.path}")
     if mh.init.kind == "rewind" and not _pending(mh.init.run):
         check_rewind(mh.init)
+    if desc.get("dst") != "none" and mh.topology.kind == "dense":
+        raise ConfigError(f"--dst {desc.get('dst')}: dynamic sparse training changes the connections of sparse "
+                          "layers; give a sparse --topology (random, radix or file:)")
 
 
 def _pending(path: str) -> bool:
@@ -197,13 +202,37 @@ def execute(placed: Placed, options: RunOptions, *, check: Callable[[RunDesc], N
             save_snapshot(model, out, 0)
         callbacks: list[Callback] = [Snapshots(out, options.snapshot_steps)] if options.snapshot_steps else []
         callbacks += prepare(model, net, data) if prepare else []
+        dh_dst = concrete.group(DSTHparams)
+        dynamic = None
+        if dh_dst.dst != "none":
+            dynamic = DynamicSparsity(model, dh_dst.dst, interval=dh_dst.dst_interval, fraction=dh_dst.dst_fraction,
+                                      end_step=round(dh_dst.dst_end * th.total_steps(steps_per_epoch(dh))),
+                                      seed=mh.seed)
+            callbacks.append(dynamic)
         result = train(model, data, dh, th, seed=mh.seed, out=out, callbacks=callbacks,
                        checkpoint_every=options.checkpoint_every, quiet=options.quiet)
         summary = summarise(result, model, net, placed.desc)
+        if dynamic is not None:
+            dynamic.remove()
+            write_dynamic_results(out, model, dynamic, summary)
         if finish is not None:
             finish(model, net, data, summary)
         rundir.write_summary(out, summary)
     return summary
+
+
+CONNECTIVITY = "connectivity.json"
+
+
+def write_dynamic_results(out: Path, model: nn.Module, dynamic: DynamicSparsity, summary: dict[str, Any]) -> None:
+    """A dynamic run's final structure (``topology.npz``, retrainable with ``--topology file:``) and its
+    connectivity history (``connectivity.json``: per update, each layer's changed fraction and degrees)."""
+    topo = structure_topology(model, {"kind": "dynamic", "method": dynamic.method, "run_id": summary["run_id"]})
+    save_topology(topo, out / "topology.npz")
+    atomic_write_json(out / CONNECTIVITY, dynamic.history)
+    changed = [sum(v["changed"] for v in r["layers"].values()) / max(len(r["layers"]), 1) for r in dynamic.history]
+    summary["dst"] = {"method": dynamic.method, "updates": len(dynamic.history),
+                      "mean_changed_fraction": sum(changed) / len(changed) if changed else 0.0}
 
 
 class Snapshots:
