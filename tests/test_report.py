@@ -333,3 +333,23 @@ def test_an_ablation_compares_each_variant_with_its_baseline(tmp_path):
     assert rows["retrain_variant"]["variant − baseline (95% interval)"] == expected  # against retrain_baseline
     assert rows["retrain_variant"]["sparsity"] == "0.99"  # read from the pruned parent
     assert rows["baseline"]["variant − baseline (95% interval)"] == "–"
+
+
+def test_the_dst_section_compares_each_method_with_its_static_start(tmp_path):
+    exp = Experiment(name="dst", kind="dst", title="DST", description="", profile="paper", path="dst", source="",
+                     findings=[])
+    store = ResultsStore(tmp_path / "s")
+    base = {"topology": "random", "scale": "neurons:0.1", "steps": 1000}
+    accs = {"none": [0.95, 0.951, 0.949], "set": [0.96, 0.961, 0.959], "rigl": [0.94, 0.941, 0.939]}
+    for method, values in accs.items():
+        for seed, acc in enumerate(values):
+            add(store, exp, "random", f"train-{method}-{seed}", "train", {**base, "dst": method, "seed": seed}, acc)
+    store.register_experiment(exp)
+    store.close()
+    write_report(tmp_path / "s", tmp_path / "r")
+    page = (tmp_path / "r" / "index.md").read_text()
+    set_line = next(l for l in page.splitlines() if l.startswith("| DST | SET beats"))
+    rigl_line = next(l for l in page.splitlines() if l.startswith("| DST | RigL beats"))
+    assert "90% (random): +1.00 points" in set_line and set_line.rstrip().endswith("| agrees |")
+    assert rigl_line.rstrip().endswith("| differs |")  # RigL behind static here
+    assert (tmp_path / "r" / "figures" / "dst_accuracy_vs_sparsity.png").exists()

@@ -4,7 +4,7 @@ An experiment file looks like::
 
     [experiment]
     name = "fig7"                 # the experiment's name in results.db and the report
-    kind = "fig7"                 # which report section draws it: fig7 | fig8 | fig9 | lr | ablation | table
+    kind = "fig7"                 # which report section draws it: fig7 | fig8 | fig9 | lr | ablation | dst | table
     title = "..."
     default_profile = "quick"
 
@@ -56,7 +56,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("fig7", "fig8", "fig9", "lr", "ablation", "table")
+KINDS = ("fig7", "fig8", "fig9", "lr", "ablation", "dst", "table")
 STANDARD_PROFILES = ("smoke", "quick", "paper")
 _TOP_KEYS = {"experiment", "fixed", "stages", "profiles"}
 _EXPERIMENT_KEYS = {"name", "kind", "title", "description", "default_profile", "paper_findings", "match"}

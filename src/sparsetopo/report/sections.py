@@ -541,6 +541,87 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
     return sec
 
 
+# ------------------------------------------------------------------------------------------------------
+# Dynamic sparse training against a fixed structure
+
+
+METHOD_NAMES = {"none": "static", "set": "SET", "rigl": "RigL"}
+
+
+def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -> Section:
+    """Final accuracy against sparsity per method, each dynamic method against the static structure it
+    starts from (Welch intervals), plateau rates per method, and accuracy over time at 95 and 99%."""
+    sec = Section(exp["name"], exp.get("title") or exp["name"])
+    done = [r for r in runs if r.finished and r.command == "train"]
+    if not done:
+        sec.text.append("No runs have finished yet.")
+        return sec
+
+    def method(r: Run) -> str:
+        return METHOD_NAMES.get(str(r.get("dst")), str(r.get("dst")))
+
+    def start(r: Run) -> str:
+        return topology_family(r)
+
+    def sp(r: Run) -> float:
+        return float(sparsity_of(r) or 0.0)
+
+    panels = sorted({(r.get("model"), r.get("dataset")) for r in done})
+    table = Table(f"{exp['name']}_accuracy", f"{sec.title}: final test accuracy (%)",
+                  ["model", "start", "sparsity", "method", "final accuracy", "− static (95% interval)"],
+                  note="mean ± std over seeds (n). The difference is against the static run of the same start "
+                       "topology and sparsity (Welch's t; at least 3 runs on each side).")
+    findings: list[Finding] = []
+    fig, axes = F.panel_grid(max(1, len(panels)), ncols=min(3, max(1, len(panels))), size=(4.4, 3.4))
+    for ax, (model, dataset) in zip(axes, panels):
+        mine = [r for r in done if (r.get("model"), r.get("dataset")) == (model, dataset)]
+        dense = describe(r.final for r in mine if topology_family(r) == "dense")
+        if dense.n:
+            ax.axhline(dense.mean * 100, color=F.COLORS["dense"], linestyle=":", label=f"dense ({dense.mean * 100:.2f}%)")
+            table.add(_model_label(model, dataset), "dense", 0.0, "–", dense, "–")
+        sparse = [r for r in mine if topology_family(r) != "dense"]
+        groups = _group(sparse, lambda r: (start(r), method(r), sp(r)))
+        xs_all: list[float] = []
+        wins: dict[str, list[str]] = defaultdict(list)
+        for (st_kind, meth) in sorted({(k[0], k[1]) for k in groups}):
+            xs = sorted(k[2] for k in groups if k[:2] == (st_kind, meth))
+            stats = [describe(r.final for r in groups[(st_kind, meth, x)]) for x in xs]
+            F.errorbar(ax, xs, stats, f"{meth} ({st_kind})", linestyle="-" if meth != "static" else "--",
+                       marker="o" if st_kind == "random" else "*")
+            xs_all += xs
+            for x, st in zip(xs, stats):
+                base = describe(r.final for r in groups.get((st_kind, "static", x), []))
+                diff = "–" if meth == "static" else (welch(st, base).points() if enough(st, base)
+                                                     else f"not measured ({seeds_text(st, base)})")
+                if meth != "static" and enough(st, base):
+                    ci = welch(st, base)
+                    wins[meth].append(f"{x * 100:g}% ({st_kind}): {ci.points()}|{'ahead' if ci.low > 0 else ('behind' if ci.high < 0 else 'tie')}")
+                table.add(_model_label(model, dataset), st_kind, x, meth, st, diff)
+        _finish_accuracy_panel(ax, xs_all, model, dataset)
+        for meth in sorted({k[1] for k in groups} - {"static"} - set(wins)):
+            findings.append(Finding("DST", f"{meth} beats training on the fixed structure it starts from "
+                                    f"({_model_label(model, dataset)}).", "no sparsity with at least 3 runs of "
+                                    f"{meth} and of static training", "not measured (n<3)"))
+        for meth, parts in sorted(wins.items()):
+            verdicts = [p.rsplit("|", 1)[1] for p in parts]
+            verdict = ("agrees" if all(v == "ahead" for v in verdicts) else
+                       "partly" if any(v == "ahead" for v in verdicts) else
+                       "differs" if any(v == "behind" for v in verdicts) else "inconclusive")
+            findings.append(Finding("DST", f"{meth} beats training on the fixed structure it starts from "
+                                    f"({_model_label(model, dataset)}).",
+                                    "; ".join(p.rsplit("|", 1)[0] for p in parts) + " (agreement: the interval "
+                                    "above 0 at every sparsity)", verdict))
+    F.save(fig, folder, f"{exp['name']}_accuracy_vs_sparsity")
+    sec.figures.append((f"{exp['name']}_accuracy_vs_sparsity",
+                        "Final test accuracy against sparsity: static training on a fixed structure (dashed) and "
+                        "dynamic sparse training (SET, RigL; solid) from the same start; mean ± std over seeds."))
+    sec.tables.append(table)
+    _instability(sec, data, exp, [r for r in done if topology_family(r) != "dense"], folder, x_of=sp,
+                 series_of=lambda r: f"{method(r)} ({start(r)})")
+    sec.findings = findings
+    return sec
+
+
 BUILDERS: dict[str, Callable[[ReportData, dict[str, Any], list[Run], Path], Section]] = {
-    "fig7": fig7, "fig8": fig8, "fig9": fig9, "lr": lr_section, "ablation": ablation,
+    "fig7": fig7, "fig8": fig8, "fig9": fig9, "lr": lr_section, "ablation": ablation, "dst": dst_section,
 }
