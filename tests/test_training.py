@@ -180,3 +180,31 @@ def test_sparse_topology_run_reports_connections(tmp_path: Path) -> None:
             tmp_path / "radix")
     assert [l["nnz"] for l in s["layers"]] == [23_520, 3_000, 1_000]
     assert s["weights_total"] == 266_200 and s["weights_nonzero"] == 27_520
+
+
+def test_device_cpu_and_auto_on_a_cpu_machine_name_the_same_run(tmp_path: Path, capsys) -> None:
+    from sparsetopo.runs import describe
+    from sparsetopo.training.run import place
+
+    base = {"steps": 10, "threads": 1}
+    ids = {place(describe("train", {**base, **extra}), None).desc.run_id
+           for extra in ({}, {"device": "cpu"}, {"device": "auto"})}
+    if not torch.cuda.is_available():
+        assert len(ids) == 1  # the CPU is left out of the name: CPU runs keep theirs
+        assert describe("train", {**base, "device": "cuda"}).run_id not in ids
+        assert main(["train", "--device", "cuda", *QUICK, "--out", str(tmp_path / "x")]) == 2
+        assert "no CUDA device is visible" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["train", "--device", "cuda:x", *QUICK, "--out", str(tmp_path / "y")]) == 2
+    assert "use auto, cpu, cuda, cuda:N or mps" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_run_trains_with_resident_data_and_its_checkpoint_loads_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu"
+    s = run("train", {"device": "cuda", "topology": "random:density=0.1", "steps": 60, "eval_every": 30}, out)
+    assert s["status"] == "completed" and s["device"].startswith("cuda") and s["final_test_accuracy"] > 0.5
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model = build_model("lenet300", (1, 28, 28), 10)
+    assert set(k.split(".")[0] for k in state["model"]) == {"fc1", "fc2", "fc3"}
+    assert main(["inspect", str(out)]) == 0  # a CUDA-trained run inspects on the CPU
+    del model

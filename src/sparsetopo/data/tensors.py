@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
 
 @dataclass
 class Dataset:
@@ -34,6 +37,11 @@ class Dataset:
     input_shape: tuple[int, int, int]
     num_classes: int
     classes: tuple[str, ...]
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """The same dataset resident on ``device`` (kept there for the whole run: no copy per batch)."""
+        return replace(self, train=self.train.to(device), test=self.test.to(device),
+                       validation=self.validation.to(device) if self.validation is not None else None)
 
 
 def load_raw(

@@ -32,12 +32,14 @@ Parse = Callable[[Any], Any]
 
 
 def hp(default: Any, help: str, *, choices: tuple[str, ...] | None = None, check: Check | None = None,
-       metavar: str | None = None, parse: Parse | None = None, flags: tuple[str, ...] = ()) -> Any:
+       metavar: str | None = None, parse: Parse | None = None, flags: tuple[str, ...] = (),
+       unnamed: tuple[Any, ...] = ()) -> Any:
     """Declare a hyperparameter field. ``parse`` turns the text (or TOML value) into the field's typed value,
     raising ConfigError; ``str()`` of that value must be its canonical text. ``flags`` replaces the flag
-    names derived from the field name."""
+    names derived from the field name. ``unnamed``: values (JSON form) that, like the default, are left out of
+    a run's name (a default resolved at run time, e.g. a device that turns out to be the CPU)."""
     return field(default=default, metadata={"help": help, "choices": choices, "check": check, "metavar": metavar,
-                                            "parse": parse, "flags": flags})
+                                            "parse": parse, "flags": flags, "unnamed": unnamed})
 
 
 def positive(value: Any) -> str | None:
@@ -122,7 +124,7 @@ class Hparams:
         out = {}
         for f in fields(self):  # type: ignore[arg-type]
             value = to_json(getattr(self, f.name))
-            if value != to_json(_default(f)):
+            if value != to_json(_default(f)) and value not in f.metadata.get("unnamed", ()):
                 out[f.name] = value
         return out
 

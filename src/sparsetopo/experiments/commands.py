@@ -47,6 +47,9 @@ def sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_count, default=1,
                    help="CPU threads of each run that does not set its own (default 1). Part of every run's "
                         "name: the thread count changes the floating-point sums")
+    p.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="device of each run that does not set its own: cpu (default), cuda, mps or auto (resolved "
+                        "here, on the machine that starts the sweep); part of every run's name")
     p.add_argument("--backend", choices=BACKENDS, default="local", help="local processes or Ray tasks (default: local)")
     p.add_argument("--ray-address", metavar="ADDR", help="address of an existing Ray cluster (default: start a local "
                                                          "Ray instance)")
@@ -75,8 +78,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_sweep)
 
 
-def load_experiments(names: list[str], profile: str | None, threads: int = 1) -> list[Any]:
-    return [load_experiment(find_experiment_file(n), profile, threads) for n in names]
+def load_experiments(names: list[str], profile: str | None, threads: int = 1, device: str = "cpu") -> list[Any]:
+    from sparsetopo.training.hparams import parse_device, resolve_device
+
+    kind = resolve_device(parse_device(device)).kind
+    return [load_experiment(find_experiment_file(n), profile, threads, kind) for n in names]
 
 
 def sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
@@ -92,7 +98,7 @@ def sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    experiments = load_experiments([args.file], args.profile, args.threads)
+    experiments = load_experiments([args.file], args.profile, args.threads, args.device)
     if args.dry_run:
         print(describe_plan(experiments, args.out, estimate_from=args.estimate_from, only=args.only))
         return 0

@@ -201,7 +201,8 @@ class RayBackend:
         return len(self.refs) < self.jobs
 
     def submit(self, task: Task) -> None:
-        self.refs[self.remote.options(num_cpus=task.threads).remote(task)] = task
+        gpus = 1 if str(task.params.get("device", "cpu")).startswith("cuda") else 0
+        self.refs[self.remote.options(num_cpus=task.threads, num_gpus=gpus).remote(task)] = task
 
     def in_flight(self) -> int:
         return len(self.refs)

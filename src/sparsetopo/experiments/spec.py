@@ -170,9 +170,10 @@ def apply_profile(doc: Mapping[str, Any], profile: str, where: str) -> dict[str,
     return _merge(base, overlay)
 
 
-def load_experiment(path: str | os.PathLike[str], profile: str | None = None, threads: int = 1) -> Experiment:
+def load_experiment(path: str | os.PathLike[str], profile: str | None = None, threads: int = 1,
+                    device: str = "cpu") -> Experiment:
     """Read, validate and expand an experiment file under ``profile`` (default: the file's default). Runs
-    that do not set ``threads`` get ``threads`` (part of each run's name: the count changes the sums)."""
+    that do not set ``threads`` or ``device`` get these (both are part of each run's name)."""
     where = f"experiment file {path}"
     doc, text = load_document(path)
     bad = sorted(set(doc) - _TOP_KEYS)
@@ -246,6 +247,8 @@ def load_experiment(path: str | os.PathLike[str], profile: str | None = None, th
                     pid = parent.id if parent is not None else None
                     params = {k: _substitute(v, pid, swhere) for k, v in params.items()}
                     params.setdefault("threads", threads)
+                    if device != "cpu":
+                        params.setdefault("device", device)
                     desc = validated(command, params, swhere)
                     deps = tuple(desc.references())
                     rid = desc.run_id

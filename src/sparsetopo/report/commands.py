@@ -52,7 +52,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         chosen = [args.what]
     else:
         raise UserError(f"reproduce {args.what!r}: choose all or one of: {', '.join(names)}")
-    experiments = load_experiments(chosen, args.profile, args.threads)  # every file is validated before anything runs
+    experiments = load_experiments(chosen, args.profile, args.threads, args.device)  # every file is validated before anything runs
     t0 = time.time()
     code = sweep(args, experiments)
     index = write_report(args.out, Path(args.out) / "report", [e.name for e in experiments])

@@ -96,6 +96,55 @@ def parse_init(value: Any) -> InitSpec:
     return InitSpec("rewind", run.strip(), step_n)
 
 
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A parsed ``--device``: ``auto`` (CUDA, else MPS, else the CPU), ``cpu``, ``cuda[:N]`` or ``mps``. Its
+    text (and so the run's name) is the kind only: which GPU of a kind a run used does not change its
+    numbers."""
+
+    kind: str = "auto"
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.kind
+
+    @property
+    def torch(self) -> str:
+        return self.kind if self.index is None else f"{self.kind}:{self.index}"
+
+
+def parse_device(value: Any) -> DeviceSpec:
+    if isinstance(value, DeviceSpec):
+        return value
+    kind, _, index = str(value).strip().partition(":")
+    if kind not in DEVICE_KINDS or (index and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"--device {value!r}: use auto, cpu, cuda, cuda:N or mps")
+    return DeviceSpec(kind, int(index) if index else None)
+
+
+def resolve_device(spec: DeviceSpec) -> DeviceSpec:
+    """``auto`` made concrete on this machine; an accelerator that is not there is refused."""
+    import torch
+
+    if spec.kind == "auto":
+        if torch.cuda.is_available():
+            return DeviceSpec("cuda", spec.index)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return DeviceSpec("mps")
+        return DeviceSpec("cpu")
+    if spec.kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is visible to this process (use --device cpu or auto)")
+    if spec.kind == "cuda" and spec.index is not None and spec.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device cuda:{spec.index}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if spec.kind == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                   and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps: MPS is not available here (use --device cpu or auto)")
+    return spec
+
+
 @dataclass(frozen=True)
 class DataHparams(Hparams):
     section: ClassVar[str] = "data"
@@ -138,6 +187,10 @@ class TrainHparams(Hparams):
     epochs: float | None = hp(None, "training budget in epochs (default: 20 when --steps is not given)", check=positive)
     steps: int | None = hp(None, "training budget in steps (instead of --epochs)", check=positive)
     eval_every: int | None = hp(None, "evaluate on the test set every N steps (default: once per epoch)", check=positive)
+    device: DeviceSpec = hp(DeviceSpec(), "device: auto (CUDA, else MPS, else the CPU), cpu, cuda[:N] or mps. An "
+                            "accelerator changes the numbers, so its kind is part of the run's name (the CPU is "
+                            "left out, so CPU runs keep their names)", parse=parse_device, metavar="DEVICE",
+                            unnamed=("cpu",))
     threads: int | None = hp(None, "CPU threads of the run (default: $OMP_NUM_THREADS, else every core this process "
                              "may use). The thread count changes the floating-point sums, so it is part of the run's "
                              "name", check=_thread_count)

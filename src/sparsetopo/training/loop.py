@@ -248,6 +248,27 @@ def train(
     order, order_epoch = None, -1
     current_lr = None
     status, diverged_step = RunStatus.COMPLETED, None
+    # On the CPU each step's loss is read at once (a NaN stops the run before its update). On an accelerator
+    # reading it would wait for the device every step: the losses stay there, and are read (and checked)
+    # at each evaluation and checkpoint; a divergence is then found at that point, at its exact step.
+    on_device = next(iter(model.parameters())).device.type != "cpu"
+    pending: list[torch.Tensor] = []
+
+    def flush() -> bool:
+        """Add the losses kept on the device; False (and the divergence recorded) if one is not finite."""
+        nonlocal status, diverged_step
+        if not pending:
+            return True
+        values = torch.stack(pending).double().cpu()
+        start = state.step - len(pending)
+        pending.clear()
+        bad = torch.nonzero(~torch.isfinite(values)).reshape(-1)
+        if bad.numel():
+            status, diverged_step = RunStatus.DIVERGED, start + int(bad[0]) + 1
+            return False
+        state.loss_sum += float(values.sum())
+        return True
+
     while state.step < total:
         epoch, index = divmod(state.step, steps_per_epoch)
         if epoch != order_epoch:
@@ -260,20 +281,26 @@ def train(
             current_lr = lr
         logits = model(data.train.images[batch])
         loss = nn.functional.cross_entropy(logits, data.train.labels[batch])
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            status, diverged_step = RunStatus.DIVERGED, state.step + 1
-            break
+        if on_device:
+            pending.append(loss.detach())
+        else:
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                status, diverged_step = RunStatus.DIVERGED, state.step + 1
+                break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         state.step += 1
-        state.loss_sum += loss_value
+        if not on_device:
+            state.loss_sum += loss_value
         state.loss_count += 1
         for cb in callbacks:
             cb.on_step_end(state.step, model, optimizer)
         bar.update(1)
         if state.step % eval_every == 0 or state.step == total:
+            if not flush():
+                break
             record = evaluation(model, data, state.step, steps_per_epoch,
                                 train_loss=state.loss_sum / max(state.loss_count, 1))
             test_acc = record["test_accuracy"]
@@ -284,9 +311,12 @@ def train(
             if checkpoint_every is None:
                 checkpoint()
         if checkpoint_every is not None and state.step % checkpoint_every == 0:
+            if not flush():
+                break
             clock()
             checkpoint()
     bar.close()
+    flush()
     clock()
     if status == RunStatus.COMPLETED and state.step == total:
         checkpoint()

@@ -29,7 +29,7 @@ from sparsetopo.system import default_threads
 from sparsetopo.topology import save_topology
 from sparsetopo.training import rundir
 from sparsetopo.training.dst import DynamicSparsity, structure_topology
-from sparsetopo.training.hparams import DataHparams, DSTHparams, ModelHparams, TrainHparams
+from sparsetopo.training.hparams import DataHparams, DSTHparams, ModelHparams, TrainHparams, resolve_device
 from sparsetopo.training.loop import CHECKPOINT, Callback, LoopResult, train
 from sparsetopo.training.rewind import apply_rewind, check_rewind, save_snapshot
 from sparsetopo.version import __version__
@@ -66,8 +66,12 @@ class Placed:
 
 
 def with_threads(desc: RunDesc) -> RunDesc:
-    """``desc`` with its thread count fixed (default: ``$OMP_NUM_THREADS``, else every core it may use)."""
-    return desc if desc.get("threads") is not None else desc.replace(threads=default_threads())
+    """``desc`` with its thread count fixed (default: ``$OMP_NUM_THREADS``, else every core it may use) and
+    its device made concrete (``auto``: CUDA, else MPS, else the CPU)."""
+    if desc.get("threads") is None:
+        desc = desc.replace(threads=default_threads())
+    device = desc.get("device")
+    return desc if device is None or device.kind != "auto" else desc.replace(device=resolve_device(device))
 
 
 def place(desc: RunDesc, out: Path | None) -> Placed:
@@ -121,6 +125,12 @@ def check_train(desc: RunDesc) -> None:
         raise ConfigError(f"--topology {mh.topology}: no such file {mh.topology.path}")
     if mh.init.kind == "rewind" and not _pending(mh.init.run):
         check_rewind(mh.init)
+    device = desc.get("device")
+    if device is not None and device.kind not in ("cpu", "auto") and mh.backend == "sparse":
+        raise ConfigError(f"--backend sparse: the sparse kernels run on the CPU; on --device {device} use --backend "
+                          "masked (or auto, which keeps every layer masked there)")
+    if device is not None:
+        resolve_device(device)  # refuses an accelerator that is not there
     if desc.get("dst") != "none" and mh.topology.kind == "dense":
         raise ConfigError(f"--dst {desc.get('dst')}: dynamic sparse training changes the connections of sparse "
                           "layers; give a sparse --topology (random, radix or file:)")
@@ -131,11 +141,14 @@ def _pending(path: str) -> bool:
     return "{run:" in path
 
 
-def build_network(mh: ModelHparams, network: Network) -> nn.Module:
-    """The model with its topology applied, initialised from ``mh.seed``."""
+def build_network(mh: ModelHparams, network: Network, device: str = "cpu") -> nn.Module:
+    """The model with its topology applied, initialised from ``mh.seed`` (on the CPU, so that the same seed
+    gives the same initial weights on any device). The ``sparse`` backend's kernels run on the CPU: on an
+    accelerator ``auto`` keeps every layer masked."""
     init = mh.init.kind if mh.init.kind in ("sparse", "dense") else "sparse"
     torch.manual_seed(mh.seed)
-    return instantiate(network.arch, network.masks, init=init, backend=mh.backend)
+    backend = "masked" if device != "cpu" and mh.backend == "auto" else mh.backend
+    return instantiate(network.arch, network.masks, init=init, backend=backend)
 
 
 def layer_table(model: nn.Module, network: Network) -> list[dict[str, Any]]:
@@ -146,6 +159,13 @@ def layer_table(model: nn.Module, network: Network) -> list[dict[str, Any]]:
         rows.append({"name": layer.name, "kind": layer.kind, "shape": list(layer.weight_shape), "nnz": nnz,
                      "density": nnz / layer.weights, "sparse": hasattr(module, "nnz")})
     return rows
+
+
+def _device_name(model: nn.Module) -> str:
+    device = next(iter(model.parameters())).device
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def summarise(result: LoopResult, model: nn.Module, network: Network, desc: RunDesc) -> dict[str, Any]:
@@ -166,7 +186,7 @@ def summarise(result: LoopResult, model: nn.Module, network: Network, desc: RunD
         "sparsetopo": __version__,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "device": "cpu",
+        "device": _device_name(model),
         "machine": platform.machine(),
     }
 
@@ -193,8 +213,11 @@ def execute(placed: Placed, options: RunOptions, *, check: Callable[[RunDesc], N
         mh: ModelHparams = concrete.group(ModelHparams)
         th: TrainHparams = concrete.group(TrainHparams)
         data = cached_dataset(dh.dataset, options.data_dir, dh.validation, options.mirror, not options.quiet)
+        device = resolve_device(th.device)
         net = network(concrete) if network is not None else network_for(mh, dh.dataset)
-        model = build_network(mh, net)
+        model = build_network(mh, net, device.kind)
+        if device.kind != "cpu":
+            model, data = model.to(device.torch), data.to(device.torch)
         if mh.init.kind == "rewind":
             apply_rewind(model, mh.init)
         rundir.claim(out, placed.desc, placed.refs)
