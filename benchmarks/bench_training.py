@@ -12,8 +12,10 @@ Rows (``--rows``, comma-separated):
   the environment says otherwise).
 - ``wide``: milliseconds per training step of LeNet-5 x100 on CIFAR-10 at density 1/100 (``--scale
   connections:100``), steady state after one warm-up step.
+- ``dst``: what a structure update of dynamic sparse training (SET, RigL) costs against a training step,
+  LeNet-300-100 x10 at density 1/10, sparse backend.
 
-    python benchmarks/bench_training.py [--rows loop,concurrent,wide] [--steps 300] [--repeats 5]
+    python benchmarks/bench_training.py [--rows loop,concurrent,wide,dst] [--steps 300] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -164,6 +166,41 @@ def wide_rows(steps: int) -> list[dict[str, Any]]:
              "load_average": os.getloadavg()[0]}]
 
 
+def dst_rows(repeats: int) -> list[dict[str, Any]]:
+    """What a structure update costs against a training step: LeNet-300-100 x10 (784-3000-100-10) at density
+    1/10 on the sparse backend, the median step, and the median update (SET, RigL) on top of its step."""
+    from sparsetopo.models import instantiate
+    from sparsetopo.models.sparse import resolve_network
+    from sparsetopo.training.dst import DynamicSparsity
+
+    data = load_dataset("mnist")
+    net = resolve_network("lenet300", data.input_shape, data.num_classes, topology="random", scale="connections:10")
+    rows = []
+    for method in ("set", "rigl"):
+        torch.manual_seed(0)
+        model = instantiate(net.arch, net.masks, backend="sparse")
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        dst = DynamicSparsity(model, method, interval=2, fraction=0.3, end_step=10**9, seed=0)
+        steps, updates = [], []
+        for i in range(2 * repeats + 2):
+            x, y = data.train.images[i * 100:(i + 1) * 100], data.train.labels[i * 100:(i + 1) * 100]
+            t = time.perf_counter()
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            t_step = time.perf_counter() - t
+            dst.on_step_end(i + 1, model, opt)
+            t_update = time.perf_counter() - t - t_step
+            if i >= 2:
+                (updates if (i + 1) % 2 == 0 else steps).append(t_update if (i + 1) % 2 == 0 else t_step)
+        rows.append({"row": "dst", "model": "lenet300 x10", "density": 0.1, "method": method,
+                     "ms_per_step": 1e3 * statistics.median(steps), "ms_per_update": 1e3 * statistics.median(updates),
+                     "update_over_step": statistics.median(updates) / statistics.median(steps),
+                     "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="loop,concurrent,wide")
@@ -182,6 +219,8 @@ def main() -> None:
         rows += concurrent_rows(max(args.steps, 600), args.tries)
     if "wide" in wanted:
         rows += wide_rows(args.wide_steps)
+    if "dst" in wanted:
+        rows += dst_rows(args.repeats)
     for r in rows:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))
     args.json.parent.mkdir(parents=True, exist_ok=True)
