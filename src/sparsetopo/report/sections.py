@@ -33,7 +33,7 @@ def _finish_accuracy_panel(ax, xs_all, model: str, dataset: str) -> None:
         F.sparsity_axis(ax, xs_all)
     ax.set_title(_model_label(model, dataset))
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
 
 
 def _group(runs: Iterable[Run], key: Callable[[Run], Any]) -> dict[Any, list[Run]]:
