@@ -19,6 +19,9 @@ class LayerShape:
     fan_in: int
     fan_out: int
     kernel: tuple[int, int] = (1, 1)
+    stride: int = 1
+    padding: int = 0
+    batch_norm: bool = False  # followed by batch norm: no bias of its own
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -57,12 +60,14 @@ def dense_or_sparse(shape: LayerShape, mask: Any, **sparse_kwargs: Any) -> nn.Mo
     """A plain ``nn.Linear``/``nn.Conv2d`` when ``mask`` is None, else the sparse layer with that mask."""
     if mask is None:
         if shape.kind == "conv":
-            return nn.Conv2d(shape.fan_in, shape.fan_out, shape.kernel)
+            return nn.Conv2d(shape.fan_in, shape.fan_out, shape.kernel, stride=shape.stride, padding=shape.padding,
+                             bias=not shape.batch_norm)
         return nn.Linear(shape.fan_in, shape.fan_out)
     from sparsetopo.nn import SparseConv2d, SparseLinear
 
     if shape.kind == "conv":
-        return SparseConv2d(shape.fan_in, shape.fan_out, shape.kernel, mask, **sparse_kwargs)
+        return SparseConv2d(shape.fan_in, shape.fan_out, shape.kernel, mask, stride=shape.stride,
+                            padding=shape.padding, bias=not shape.batch_norm, **sparse_kwargs)
     return SparseLinear(shape.fan_in, shape.fan_out, mask, **sparse_kwargs)
 
 

@@ -9,12 +9,14 @@ from torch import nn
 
 from sparsetopo.errors import ConfigError
 from sparsetopo.models.lenet import LeNet5, LeNet300, ModelArch, dense_or_sparse
+from sparsetopo.models.resnet import ResNet20
 
-MODELS: dict[str, type[LeNet300] | type[LeNet5]] = {"lenet300": LeNet300, "lenet5": LeNet5}
-DEFAULT_WIDTHS = {"lenet300": (300, 100), "lenet5": (20, 50, 500)}
+ModelClass = type[LeNet300] | type[LeNet5] | type[ResNet20]
+MODELS: dict[str, ModelClass] = {"lenet300": LeNet300, "lenet5": LeNet5, "resnet20": ResNet20}
+DEFAULT_WIDTHS = {"lenet300": (300, 100), "lenet5": (20, 50, 500), "resnet20": (16, 32, 64)}
 
 
-def _model_class(name: str) -> type[LeNet300] | type[LeNet5]:
+def _model_class(name: str) -> ModelClass:
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     return MODELS[name]

@@ -8,6 +8,7 @@ density F ("fixed neurons").
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,14 @@ from sparsetopo.topology.spec import Scale, TopologySpec, parse_scale, parse_top
 
 
 def scaled_widths(model: str, widths: tuple[int, ...] | None, scale: Scale | None) -> tuple[int, ...]:
-    """Hidden widths after ``connections:K`` (LeNet-300-100: first hidden layer xK; LeNet-5: conv2 channels xK)."""
+    """Hidden widths after ``connections:K`` (LeNet-300-100: first hidden layer xK; LeNet-5: conv2 channels xK;
+    ResNet-20, whose sparse convolutions widen on both sides: every stage's channels x sqrt(K), rounded)."""
     base = tuple(widths or DEFAULT_WIDTHS[model])
     if scale is None or scale.kind != "connections":
         return base
     k = scale.factor
+    if model == "resnet20":
+        return tuple(max(1, round(w * math.sqrt(k))) for w in base)
     if model == "lenet300":
         return (base[0] * k, base[1])
     return (base[0], base[1] * k, base[2])
@@ -38,16 +42,21 @@ def scaled_widths(model: str, widths: tuple[int, ...] | None, scale: Scale | Non
 def fit_chains(shapes: list[tuple[int, int]], density: float | None) -> Topology:
     """Fitted RadiX-Nets (:func:`~sparsetopo.topology.radix.radix_fit`) for layers of ``(in, out)`` units:
     each maximal run of layers that chain (one's outputs are the next one's inputs) is one RadiX-Net, so
-    its inputs reach all its outputs; a layer that chains with neither neighbour is fitted alone."""
+    its inputs reach all its outputs; a layer that chains with neither neighbour, or a chain deeper than its
+    widths allow a RadiX-Net of (``2^L`` above its narrowest layer), is fitted layer by layer."""
     layers: list[Any] = []
     metas: list[dict] = []
     start = 0
     for i in range(1, len(shapes) + 1):
         if i == len(shapes) or shapes[i][0] != shapes[i - 1][1]:
             sizes = [shapes[start][0]] + [out for _, out in shapes[start:i]]
-            fitted = radix_fit(sizes, density)
-            layers += fitted.layers
-            metas.append(fitted.meta)
+            try:
+                chain = [radix_fit(sizes, density)]
+            except ConfigError:  # a chain too deep for its widths (n^L > the smallest layer): layer by layer
+                chain = [radix_fit(sizes[j:j + 2], density) for j in range(len(sizes) - 1)]
+            for fitted in chain:
+                layers += fitted.layers
+                metas.append(fitted.meta)
             start = i
     return Topology(layers, meta={"kind": "radix_fit", "density": density, "chains": metas})
 

@@ -157,9 +157,10 @@ class DataHparams(Hparams):
 @dataclass(frozen=True)
 class ModelHparams(Hparams):
     section: ClassVar[str] = "model"
-    model: str = hp("lenet300", "model", choices=("lenet300", "lenet5"))
+    model: str = hp("lenet300", "model", choices=("lenet300", "lenet5", "resnet20"))
     seed: int = hp(0, "seed for weight initialisation (and for random topologies)")
-    widths: tuple[int, ...] | None = hp(None, "hidden widths, comma-separated (lenet300: 300,100; lenet5: 20,50,500)",
+    widths: tuple[int, ...] | None = hp(None, "hidden widths, comma-separated (lenet300: 300,100; lenet5: 20,50,500; "
+                                        "resnet20: 16,32,64)",
                                         parse=parse_widths, metavar="W1,W2")
     topology: TopologySpec = hp(TopologySpec(), "topology spec: dense | random[:density=D][,mode=bernoulli|exact|"
                                 "fanin][,seed=N] | radix:systems=10x10,kron=8x3x1[,trim=16] | file:PATH",
