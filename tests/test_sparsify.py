@@ -227,3 +227,57 @@ def test_the_own_model_page_runs_as_written(tmp_path, monkeypatch):
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, "docs/own-model.md", "exec"), namespace)
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_a_cli_run_and_a_sweep_with_a_users_model_factory(tmp_path, monkeypatch, capsys):
+    import json
+    import textwrap
+
+    from sparsetopo.cli import main
+    from sparsetopo.experiments.runner import run_sweep
+    from sparsetopo.experiments.spec import load_experiment
+    from sparsetopo.runs import describe
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    out = tmp_path / "cli"
+    common = ["--model", "own_models:mlp", "--topology", "random:density=0.5", "--steps", "20", "--eval-every", "20",
+              "--threads", "1", "--quiet", "--out", str(out)]
+    assert main(["train", *common, "--model-args", '{"hidden": 32}']) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [layer["name"] for layer in summary["layers"]] == ["1", "3", "5"]
+    assert [layer["sparse"] for layer in summary["layers"]] == [False, True, False]  # the hidden layer only
+    # the factory and its arguments name the run, in any spelling
+    meta = json.loads((out / "hparams.json").read_text())
+    assert meta["canonical"]["model"] == "own_models:mlp" and meta["canonical"]["model_args"] == '{"hidden":32}'
+    assert main(["train", *common, "--model-args", "hidden = 32"]) == 0  # the same run: finished already
+    capsys.readouterr()
+    assert main(["train", *common, "--model-args", "hidden = 16"]) == 2
+    assert "holds a different run" in capsys.readouterr().err
+    for bad, message in (("own_models:not_a_model", "not an nn.Module"), ("own_models:nope", "cannot load the factory"),
+                         ("resnet99", "choose one of lenet300, lenet5, resnet20")):
+        assert main(["train", "--model", bad, "--steps", "3", "--quiet", "--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    path = tmp_path / "own.toml"
+    path.write_text(textwrap.dedent("""
+        [experiment]
+        name = "own"
+        [fixed]
+        model = "own_models:mlp"
+        model_args = "hidden = 16"
+        steps = 10
+        eval_every = 10
+        [stages.dense]
+        command = "train"
+        axes = { topology = ["dense", "random:density=0.5"] }
+        [profiles.paper]
+    """))
+    exp = load_experiment(path, "paper")
+    result = run_sweep([exp], tmp_path / "sweep", progress=False)
+    assert (result.completed, result.failed) == (2, 0)
+    for spec in exp.runs:
+        assert describe(spec.command, spec.params).run_id == spec.id
+        assert (tmp_path / "sweep" / "runs" / spec.id / "summary.json").exists()

@@ -68,6 +68,7 @@ class Network:
     arch: ModelArch
     masks: dict[str, Any]  # layer name -> PyTorch-layout mask (scipy sparse out x in, or dense bool array)
     topology: Topology | None  # the topology applied (None for dense)
+    module: Any = None  # a user's model (--model package.module:factory), built and sparsified already
 
 
 def _layer_mask(topo: Topology, i: int, kind: str) -> Any:

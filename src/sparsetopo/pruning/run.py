@@ -29,7 +29,7 @@ from sparsetopo.pruning.hparams import PRUNE_GROUPS, PruneHparams
 from sparsetopo.pruning.magnitude import layer_sparsity, magnitude_masks
 from sparsetopo.topology import Topology, save_topology
 from sparsetopo.training import rundir
-from sparsetopo.training.hparams import TRAIN_GROUPS, DataHparams, ModelHparams, TrainHparams
+from sparsetopo.training.hparams import TRAIN_GROUPS, DataHparams, ModelHparams, TrainHparams, is_factory
 from sparsetopo.training.loop import (
     CHECKPOINT,
     METRICS,
@@ -90,6 +90,9 @@ def check_prune(desc: RunDesc) -> None:
     if desc.get("dst") != "none":
         raise ConfigError(f"--dst {desc.get('dst')}: dynamic sparse training is a train run; prune runs keep "
                           "--dst none")
+    if is_factory(desc.get("model")):
+        raise ConfigError(f"--model {desc.get('model')}: the prune command takes the built-in models; prune your own "
+                          "model in Python with sparsetopo.GradualPruner or sparsetopo.oneshot_prune")
     if ph.method == "oneshot":
         if "{run:" not in str(ph.from_run):
             _source(Path(str(ph.from_run)))

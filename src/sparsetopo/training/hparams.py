@@ -7,6 +7,9 @@ is part of its identity.
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -14,6 +17,68 @@ from typing import Any, ClassVar
 from sparsetopo.desc.hparams import Hparams, fraction_list, hp, non_negative, positive
 from sparsetopo.errors import ConfigError
 from sparsetopo.topology.spec import Scale, TopologySpec, parse_scale, parse_topology
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def is_factory(name: str) -> bool:
+    """A user's model factory, ``package.module:function`` (the registry's models are plain names)."""
+    return bool(FACTORY.match(name))
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """The keyword arguments of a model factory, by their canonical JSON text."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(json.loads(self.text))
+
+
+def parse_model_args(value: Any) -> ModelArgs:
+    """``--model-args`` as JSON (``{"width": 64}``), TOML keys (``width = 64``) or, from a TOML file, a table."""
+    if isinstance(value, ModelArgs):
+        return value
+    if isinstance(value, dict):
+        data = value
+    else:
+        text = str(value).strip()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError:
+                raise ConfigError(f"--model-args {value!r}: give JSON ({{\"width\": 64}}) or TOML keys "
+                                  "(width = 64)") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ConfigError(f"--model-args {value!r}: must be a table of keyword arguments")
+    try:
+        return ModelArgs(json.dumps(data, sort_keys=True, separators=(",", ":")))
+    except TypeError:
+        raise ConfigError(f"--model-args {value!r}: values must be numbers, strings, booleans, lists or tables") from None
+
+
+REGISTERED_MODELS = ("lenet300", "lenet5", "resnet20")
+
+
+def parse_model(value: Any) -> str:
+    text = str(value).strip()
+    if text in REGISTERED_MODELS or is_factory(text):
+        return text
+    raise ConfigError(f"--model {value!r}: choose one of {', '.join(REGISTERED_MODELS)}, or give a model factory "
+                      "as package.module:function")
 
 
 def parse_widths(value: Any) -> tuple[int, ...]:
@@ -157,7 +222,11 @@ class DataHparams(Hparams):
 @dataclass(frozen=True)
 class ModelHparams(Hparams):
     section: ClassVar[str] = "model"
-    model: str = hp("lenet300", "model", choices=("lenet300", "lenet5", "resnet20"))
+    model: str = hp("lenet300", "model: lenet300, lenet5, resnet20, or a model of your own as package.module:factory "
+                    "(called as factory(input_shape=..., num_classes=..., **model_args); see docs/own-model.md)",
+                    parse=parse_model, metavar="MODEL")
+    model_args: ModelArgs | None = hp(None, "keyword arguments of a model factory, as JSON or TOML keys",
+                                      parse=parse_model_args, metavar="ARGS")
     seed: int = hp(0, "seed for weight initialisation (and for random topologies)")
     widths: tuple[int, ...] | None = hp(None, "hidden widths, comma-separated (lenet300: 300,100; lenet5: 20,50,500; "
                                         "resnet20: 16,32,64)",

@@ -26,10 +26,10 @@ from sparsetopo.fileio import FolderLock, atomic_write_json
 from sparsetopo.models import instantiate
 from sparsetopo.models.sparse import Network, resolve_network
 from sparsetopo.system import default_threads
-from sparsetopo.topology import save_topology
+from sparsetopo.topology import load_topology, save_topology
 from sparsetopo.training import rundir
 from sparsetopo.training.dst import DynamicSparsity, structure_topology
-from sparsetopo.training.hparams import DataHparams, DSTHparams, ModelHparams, TrainHparams, resolve_device
+from sparsetopo.training.hparams import DataHparams, DSTHparams, ModelHparams, TrainHparams, is_factory, resolve_device
 from sparsetopo.training.loop import CHECKPOINT, Callback, LoopResult, train
 from sparsetopo.training.rewind import apply_rewind, check_rewind, save_snapshot
 from sparsetopo.version import __version__
@@ -103,8 +103,44 @@ def cached_dataset(name: str, data_dir: str | None, validation: int, mirror: str
 
 def network_for(mh: ModelHparams, dataset: str, *, sample: bool = True) -> Network:
     spec = get_spec(dataset)
+    if is_factory(mh.model):
+        return factory_network(mh, spec.input_shape, spec.num_classes, sample=sample)
+    if mh.model_args is not None:
+        raise ConfigError(f"--model-args: {mh.model} takes no arguments (only a model factory does); use --widths")
     return resolve_network(mh.model, spec.input_shape, spec.num_classes, topology=mh.topology, scale=mh.scale,
                            widths=mh.widths, seed=mh.seed, sample=sample)
+
+
+def factory_network(mh: ModelHparams, input_shape: tuple[int, int, int], num_classes: int, *,
+                    sample: bool = True) -> Network:
+    """A user's model (``--model package.module:factory``), its weights drawn from ``mh.seed`` and
+    ``--topology`` applied by ``sparsify`` to its hidden layers."""
+    from sparsetopo.models.factory import arch_of, build_factory_model
+    from sparsetopo.models.sparsify import sparsify
+    from sparsetopo.topology.spec import TopologySpec
+
+    if mh.widths is not None:
+        raise ConfigError(f"--widths: a model factory ({mh.model}) takes its sizes from --model-args")
+    if mh.scale is not None and mh.scale.kind == "connections":
+        raise ConfigError(f"--scale {mh.scale}: widening a model factory's layers needs its own arguments; build it "
+                          "wider with --model-args and give the density (random:density=D)")
+    torch.manual_seed(mh.seed)
+    model = build_factory_model(mh.model, mh.model_args, input_shape, num_classes)
+    arch = arch_of(mh.model, model)
+    spec = mh.topology
+    if mh.scale is not None:
+        if spec.kind == "dense":
+            raise ConfigError(f"--scale {mh.scale} asks for density {mh.scale.density:g}, but --topology dense has "
+                              "density 1; use --topology random (or radix)")
+        spec = TopologySpec(spec.kind, density=spec.density if spec.density is not None else mh.scale.density,
+                            mode=spec.mode, seed=spec.seed, systems=spec.systems, kron=spec.kron, trim=spec.trim,
+                            permute=spec.permute, path=spec.path, auto=spec.auto)
+    if spec.kind == "dense" or not sample:
+        return Network(arch, {}, None, module=model)
+    init = mh.init.kind if mh.init.kind in ("sparse", "dense") else "sparse"
+    topology: Any = load_topology(spec.path) if spec.kind == "file" else spec
+    sparsify(model, topology, backend=mh.backend, init=init, seed=mh.seed)
+    return Network(arch, {}, None, module=model)
 
 
 def steps_per_epoch(dh: DataHparams) -> int:
@@ -145,6 +181,8 @@ def build_network(mh: ModelHparams, network: Network, device: str = "cpu") -> nn
     """The model with its topology applied, initialised from ``mh.seed`` (on the CPU, so that the same seed
     gives the same initial weights on any device). The ``sparse`` backend's kernels run on the CPU: on an
     accelerator ``auto`` keeps every layer masked."""
+    if network.module is not None:  # a user's model: built and sparsified with its network
+        return network.module
     init = mh.init.kind if mh.init.kind in ("sparse", "dense") else "sparse"
     torch.manual_seed(mh.seed)
     backend = "masked" if device != "cpu" and mh.backend == "auto" else mh.backend
@@ -154,7 +192,7 @@ def build_network(mh: ModelHparams, network: Network, device: str = "cpu") -> nn
 def layer_table(model: nn.Module, network: Network) -> list[dict[str, Any]]:
     rows = []
     for layer in network.arch.layers:
-        module = getattr(model, layer.name)
+        module = model.get_submodule(layer.name)
         nnz = int(getattr(module, "nnz", layer.weights))
         rows.append({"name": layer.name, "kind": layer.kind, "shape": list(layer.weight_shape), "nnz": nnz,
                      "density": nnz / layer.weights, "sparse": hasattr(module, "nnz")})
