@@ -6,7 +6,8 @@ the numba engine on 1 thread and on all threads over every input, and the scipy 
 with the numba engine on 1 thread over the reference's inputs (all for 120 layers, the first 6,000 deeper:
 the reference is slow). The rate is the challenge's: inputs x edges / inference time. Inputs: the official
 ``sparse-images-1024.tsv`` when present, else the 60,000 regenerated from MNIST. Compared with
-SuiteSparse:GraphBLAS's published single-thread 4.0e9-1.56e10 edges/s. The process CPU time is recorded
+SuiteSparse:GraphBLAS's published single-thread 4.0e9-1.56e10 edges/s, and with SuiteSparse:GraphBLAS
+itself (python-graphblas, the benchmark extra) on the same inputs and threads, categories checked identical. The process CPU time is recorded
 too: on a shared machine, inputs x edges per CPU-second is the per-core rate that other jobs disturb least.
 
     python benchmarks/bench_challenge.py [--layers 120 480 1920] [--repeats 3] [--data-dir DIR]
@@ -42,6 +43,33 @@ from sparsetopo.fileio import atomic_write_json
 
 GRAPHBLAS_1T = (4.0e9, 1.56e10)
 RESULTS = Path(__file__).resolve().parent / "results" / "challenge.json"
+
+
+def graphblas_layers(net):
+    """The network as SuiteSparse:GraphBLAS matrices (python-graphblas), converted once before timing, and
+    its bias as the diagonal matrix the challenge's GraphBLAS recipe adds with plus.plus."""
+    import graphblas as gb
+
+    mats = [gb.io.from_scipy_sparse(net.layer(l).astype(np.float32)) for l in range(net.n_layers)]
+    n = net.neurons
+    bias = gb.Matrix.from_coo(np.arange(n), np.arange(n), np.full(n, net.bias, dtype=np.float32), nrows=n, ncols=n)
+    return mats, bias
+
+
+def graphblas_infer(inputs, mats, bias, ymax: float, threads: int):
+    """The challenge's reference recipe in GraphBLAS: Y = Y plus.times W; Y = Y plus.plus diag(bias) (the bias
+    on the nonzeros only); keep Y > 0; Y = min(Y, 32)."""
+    import graphblas as gb
+
+    gb.ss.config["nthreads"] = threads
+    y = gb.io.from_scipy_sparse(inputs.astype(np.float32))
+    for w in mats:
+        y = y.mxm(w, gb.semiring.plus_times).new()
+        y = y.mxm(bias, gb.semiring.plus_plus).new()
+        y = y.select(">", 0).new()
+        y = y.apply(gb.binary.min, right=ymax).new()
+    rows, _, _ = y.to_coo()
+    return np.unique(rows) + 1  # 1-based categories, like the engine's
 
 
 def network_for(layers: int, data_dir: str | None):
@@ -93,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
             f"numba {most}T": (lambda net=net: infer(net, inputs, threads=most), n_in, most),
             "scipy 1T": (lambda net=net, x=ref_inputs: reference_infer(x, net), n_ref, 1),
         }
+        try:
+            gb_mats, gb_bias = graphblas_layers(net)
+            for threads in sorted({1, most}):
+                methods[f"GraphBLAS {threads}T"] = (
+                    lambda m=gb_mats, b=gb_bias, t=threads, ymax=net.ymax: graphblas_infer(inputs, m, b, ymax, t),
+                    n_in, threads)
+        except ImportError:
+            print("python-graphblas is not installed: no GraphBLAS column (pip install -e '.[bench]')")
         if n_ref != n_in:
             methods["numba 1T (ref)"] = (lambda net=net, x=ref_inputs: infer(net, x, threads=1), n_ref, 1)
         times: dict[str, list[float]] = {m: [] for m in methods}
@@ -104,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = call()
                 times[name].append(time.perf_counter() - start)
                 cpu[name].append(time.process_time() - start_cpu)
-                outcome[name] = result.categories if hasattr(result, "categories") else categories(result)
+                outcome[name] = (result if isinstance(result, np.ndarray) else
+                                 result.categories if hasattr(result, "categories") else categories(result))
         numba_ref = outcome["numba 1T (ref)" if n_ref != n_in else "numba 1T"]
         agree = bool(np.array_equal(numba_ref, outcome["scipy 1T"]))
         scipy_rate = n_ref * edges / statistics.median(times["scipy 1T"])
@@ -126,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             gb = f"{per_core / GRAPHBLAS_1T[1]:.1f}x-{per_core / GRAPHBLAS_1T[0]:.1f}x"
             print(f"{n_layers:>6} {kind:<18} {name:<14} {count:>7} {seconds:>8.3f} {rate:>9.2e} {per_core:>9.2e} "
                   f"{rate / scipy_rate:>7.1f}x {gb:>16} {cpu_seconds:>7.3f} {per_cpu_second:>9.2e}")
+        gb_agree = {name: bool(np.array_equal(outcome[name], outcome["numba 1T"]))
+                    for name in outcome if name.startswith("GraphBLAS")}
+        for row in rows:
+            if row["layers"] == n_layers:
+                row["graphblas_equals_numba"] = gb_agree
         print(f"{'':>6} categories: {outcome['numba 1T'].size:,} of {n_in:,}; numba and scipy agree on the first "
-              f"{n_ref:,}: {agree}")
+              f"{n_ref:,}: {agree}; GraphBLAS and numba agree: {gb_agree}")
         sys.stdout.flush()
     load_end = os.getloadavg()
     report = {
