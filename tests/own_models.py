@@ -13,3 +13,19 @@ def mlp(input_shape: tuple[int, int, int], num_classes: int, hidden: int = 64) -
 
 def not_a_model(input_shape: tuple[int, int, int], num_classes: int) -> int:
     return 3
+
+
+def blobs():
+    """A small dataset of the user's own: 4 Gaussian blobs as 1x4x4 images (fixed seed)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 1, 4, 4, generator=g) * 3
+
+    def draw(n: int):
+        labels = torch.randint(0, 4, (n,), generator=g)
+        return centres[labels] + torch.randn(n, 1, 4, 4, generator=g), labels
+
+    xtr, ytr = draw(400)
+    xte, yte = draw(200)
+    return xtr, ytr, xte, yte

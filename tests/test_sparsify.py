@@ -281,3 +281,22 @@ def test_a_cli_run_and_a_sweep_with_a_users_model_factory(tmp_path, monkeypatch,
     for spec in exp.runs:
         assert describe(spec.command, spec.params).run_id == spec.id
         assert (tmp_path / "sweep" / "runs" / spec.id / "summary.json").exists()
+
+
+def test_a_users_dataset_factory_trains_with_a_users_model(tmp_path, monkeypatch, capsys):
+    import json
+
+    from sparsetopo.cli import main
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    out = tmp_path / "blobs"
+    assert main(["train", "--dataset", "own_models:blobs", "--model", "own_models:mlp", "--model-args", "hidden = 16",
+                 "--topology", "random:density=0.5", "--epochs", "5", "--batch-size", "20", "--threads", "1",
+                 "--validation", "40", "--quiet", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 5 * (360 // 20) and summary["final_test_accuracy"] > 0.8  # separable blobs
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "val_accuracy" in metrics[-1]
+    assert json.loads((out / "hparams.json").read_text())["canonical"]["dataset"] == "own_models:blobs"
+    assert main(["train", "--dataset", "own_models:mlp", "--steps", "2", "--quiet", "--out", str(tmp_path / "x")]) == 2
+    assert "--dataset own_models:mlp" in capsys.readouterr().err

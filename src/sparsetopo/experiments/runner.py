@@ -305,7 +305,8 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
     pending = [s for s in specs if s.id not in state]
     result.skipped = len(specs) - len(pending)
     if pending and run_fn == DEFAULT_RUN_FN:  # every dataset there, or one error, before any run starts
-        ensure_datasets(sorted({describe(s.command, s.params).get("dataset") for s in pending}), options["data_dir"])
+        ensure_datasets(sorted({d for d in (describe(s.command, s.params).get("dataset") for s in pending)
+                                if ":" not in d}), options["data_dir"])  # a user's dataset factory loads itself
     widest = max((_threads(s) for s in pending), default=1)
     runner: Backend
     if backend == "ray":

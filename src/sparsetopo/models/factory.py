@@ -35,8 +35,8 @@ def build_factory_model(name: str, args: Any, input_shape: tuple[int, int, int],
     kwargs = args.kwargs if args is not None else {}
     try:
         model = factory(input_shape=input_shape, num_classes=num_classes, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"--model {name}: the factory refused its arguments ({exc}); it is called as "
+    except Exception as exc:  # the user's code failed: say so in one line, with its own message
+        raise ConfigError(f"--model {name}: the factory raised {type(exc).__name__}: {exc}; it is called as "
                           "factory(input_shape=..., num_classes=..., **model_args)") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"--model {name}: the factory returned {type(model).__name__}, not an nn.Module")

@@ -71,6 +71,15 @@ def parse_model_args(value: Any) -> ModelArgs:
 
 
 REGISTERED_MODELS = ("lenet300", "lenet5", "resnet20")
+REGISTERED_DATASETS = ("mnist", "fashion-mnist", "cifar10")
+
+
+def parse_dataset(value: Any) -> str:
+    text = str(value).strip()
+    if text in REGISTERED_DATASETS or is_factory(text):
+        return text
+    raise ConfigError(f"--dataset {value!r}: choose one of {', '.join(REGISTERED_DATASETS)}, or give a dataset "
+                      "factory as package.module:function")
 
 
 def parse_model(value: Any) -> str:
@@ -213,7 +222,9 @@ def resolve_device(spec: DeviceSpec) -> DeviceSpec:
 @dataclass(frozen=True)
 class DataHparams(Hparams):
     section: ClassVar[str] = "data"
-    dataset: str = hp("mnist", "dataset", choices=("mnist", "fashion-mnist", "cifar10"))
+    dataset: str = hp("mnist", "dataset: mnist, fashion-mnist, cifar10, or your own as package.module:factory "
+                      "(returning a Dataset or (train_images, train_labels, test_images, test_labels))",
+                      parse=parse_dataset, metavar="DATASET")
     batch_size: int = hp(100, "examples per training step", check=positive)
     data_seed: int | None = hp(None, "seed for the order of training examples (default: the same as --seed)")
     validation: int = hp(0, "examples held out of the training set for validation (0: none)", check=non_negative)

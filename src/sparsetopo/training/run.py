@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sparsetopo.data import Dataset, load_dataset
-from sparsetopo.data.registry import get_spec
+from sparsetopo.data.factory import dataset_info, load_factory_dataset, with_validation
 from sparsetopo.desc.identity import RunDesc, bind_references, resolve_references, sibling_locator
 from sparsetopo.errors import ConfigError
 from sparsetopo.fileio import FolderLock, atomic_write_json
@@ -98,11 +98,14 @@ def run_threads(threads: int) -> Iterator[None]:
 
 @functools.lru_cache(maxsize=4)
 def cached_dataset(name: str, data_dir: str | None, validation: int, mirror: str | None, progress: bool) -> Dataset:
+    if is_factory(name):
+        data = load_factory_dataset(name)
+        return with_validation(data, validation) if validation else data
     return load_dataset(name, data_dir, validation=validation, download_missing=True, mirror=mirror, progress=progress)
 
 
 def network_for(mh: ModelHparams, dataset: str, *, sample: bool = True) -> Network:
-    spec = get_spec(dataset)
+    spec = dataset_info(dataset)
     if is_factory(mh.model):
         return factory_network(mh, spec.input_shape, spec.num_classes, sample=sample)
     if mh.model_args is not None:
@@ -144,7 +147,7 @@ def factory_network(mh: ModelHparams, input_shape: tuple[int, int, int], num_cla
 
 
 def steps_per_epoch(dh: DataHparams) -> int:
-    return math.ceil((get_spec(dh.dataset).train_examples - dh.validation) / dh.batch_size)
+    return math.ceil((dataset_info(dh.dataset).train_examples - dh.validation) / dh.batch_size)
 
 
 def check_train(desc: RunDesc) -> None:
@@ -152,7 +155,7 @@ def check_train(desc: RunDesc) -> None:
     the network (shapes, densities, a topology file that exists), and the ``--init`` snapshot."""
     dh: DataHparams = desc.group(DataHparams)
     mh: ModelHparams = desc.group(ModelHparams)
-    size = get_spec(dh.dataset).train_examples
+    size = dataset_info(dh.dataset).train_examples
     if dh.validation >= size:
         raise ConfigError(f"--validation {dh.validation}: {dh.dataset} has {size} training examples; hold out fewer")
     if mh.topology.kind != "file" or Path(mh.topology.path).exists():
