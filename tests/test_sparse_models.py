@@ -51,6 +51,7 @@ def test_spec_parsing() -> None:
         ("random:density=abc", "density 'abc' is not a number"),
         ("random:mode=wild,density=0.1", "mode 'wild' must be one of"),
         ("random:dens=0.1", "unknown option(s) dens"),
+        ("random:density=0.1,distribution=erdos", "distribution 'erdos' must be one of uniform, erk"),
         ("random:density", "'density' is not key=value"),
         ("radix:kron=8x3x1", "radix needs systems="),
         ("radix:systems=10x0", "system '10x0' must be positive"),
@@ -105,6 +106,40 @@ def test_fixed_neurons_keeps_shapes_and_sets_density() -> None:
     net = resolve_network("lenet300", *MNIST, topology="random:mode=exact", scale="neurons:1/20")
     assert net.topology.shapes == [(784, 300), (300, 100)]
     assert net.topology.density == pytest.approx([0.05, 0.05], abs=1e-4)
+
+
+def test_erk_spreads_one_density_over_the_layers_by_their_shapes() -> None:
+    """ERK (RigL's default): all sparse weights together hold the density, each layer's density is
+    proportional to sum(shape) / prod(shape), and a layer that would pass 1 is dense."""
+    spec = parse_topology("random:distribution=erk,mode=exact,density=1/20")
+    assert str(spec) == "random:density=0.05,mode=exact,distribution=erk"
+    assert str(parse_topology("random:density=0.05,distribution=uniform")) == "random:density=0.05"
+    net = resolve_network("lenet5", *MNIST, topology=spec)  # conv2 (50x20x5x5) and fc1 (800 -> 500)
+    total, nonzero = weights(net)
+    sparse = [net.arch.layer(n) for n in ("conv2", "fc1")]
+    kept = nonzero - (total - sum(layer.weights for layer in sparse))
+    assert kept == pytest.approx(0.05 * sum(layer.weights for layer in sparse), abs=25)  # conv2: whole 5x5 kernels
+    d_conv, d_fc = net.topology.density
+    ratio = ((50 + 20 + 5 + 5) / (50 * 20 * 25)) / ((500 + 800) / (500 * 800))
+    assert d_conv / d_fc == pytest.approx(ratio, rel=0.01)
+    # fixed neurons sets the density that ERK spreads; the uniform spec gives each layer that density
+    erk = resolve_network("lenet300", *MNIST, topology="random:distribution=erk,mode=exact", scale="neurons:0.1")
+    assert erk.topology.density[1] > 0.1 > erk.topology.density[0]
+    assert sum(int(m.nnz) for m in erk.masks.values()) == pytest.approx(0.1 * (784 * 300 + 300 * 100), abs=2)
+
+
+def test_erk_caps_small_layers_at_dense() -> None:
+    from sparsetopo.topology.randomnets import erk_densities
+
+    shapes = [(300, 784), (100, 300), (10, 100)]
+    d = erk_densities(shapes, 0.1)
+    assert d[2] == 1.0 and 0 < d[0] < d[1] < 1
+    assert sum(di * a * b for di, (a, b) in zip(d, shapes)) == pytest.approx(0.1 * sum(a * b for a, b in shapes))
+    assert d[0] / d[1] == pytest.approx(((300 + 784) / (300 * 784)) / ((100 + 300) / (100 * 300)))
+    assert erk_densities([(30, 40)], 0.2) == pytest.approx([0.2])  # one layer: the density itself
+    assert erk_densities(shapes, 1.0) == [1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="density 0 must be in"):
+        erk_densities(shapes, 0)
 
 
 def test_scale_and_explicit_density_must_agree() -> None:

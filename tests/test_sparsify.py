@@ -123,6 +123,20 @@ def test_weight_granularity_draws_single_kernel_weights():
     assert report[0].density == pytest.approx(0.3, abs=0.05)
 
 
+def test_an_erk_spec_spreads_its_density_over_the_layers_it_is_given():
+    model, report = sparsetopo.sparsify(Residual(), "random:density=0.2,mode=exact,distribution=erk")
+    by = {r.name: r for r in report}
+    assert set(by) == {"block.0", "block.3", "down", "fc1"}
+    sizes = {r.name: int(np.prod(r.shape)) for r in report}
+    assert sum(r.nnz for r in report) == pytest.approx(0.2 * sum(sizes.values()), rel=0.01)
+    assert by["block.0"].density == pytest.approx(by["block.3"].density)  # the same shape, the same share
+    score = {n: sum(r.shape) / np.prod(r.shape) for n, r in by.items()}  # ERK: density ~ sum(shape)/prod(shape)
+    for name in ("block.0", "down"):  # (convolutions keep whole kernels, so their counts are rounded coarser)
+        assert by[name].density / by["fc1"].density == pytest.approx(score[name] / score["fc1"], rel=0.03)
+    x, y = batch()
+    nn.functional.cross_entropy(model(x), y).backward()  # it trains as it is
+
+
 def _paths(layers: list) -> np.ndarray:
     prod = layers[0].astype(np.int64)
     for m in layers[1:]:

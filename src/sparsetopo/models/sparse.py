@@ -21,7 +21,7 @@ from sparsetopo.models.lenet import ModelArch
 from sparsetopo.models.registry import DEFAULT_WIDTHS, model_arch
 from sparsetopo.topology import Topology, load_topology, radix_net, random_topology
 from sparsetopo.topology.radix import radix_fit
-from sparsetopo.topology.randomnets import relabel_units
+from sparsetopo.topology.randomnets import erk_densities, relabel_units
 from sparsetopo.topology.spec import Scale, TopologySpec, parse_scale, parse_topology
 
 
@@ -59,6 +59,14 @@ def fit_chains(shapes: list[tuple[int, int]], density: float | None) -> Topology
                 metas.append(fitted.meta)
             start = i
     return Topology(layers, meta={"kind": "radix_fit", "density": density, "chains": metas})
+
+
+def layer_densities(spec: TopologySpec, density: float, weight_shapes: list[tuple[int, ...]]) -> list[float]:
+    """The density of each of a random spec's layers: ``density`` for each (``distribution=uniform``) or the
+    ERK share of ``density`` over all of them together (``distribution=erk``)."""
+    if spec.distribution == "erk":
+        return erk_densities(weight_shapes, density)
+    return [density] * len(weight_shapes)
 
 
 @dataclass
@@ -120,11 +128,15 @@ def resolve_network(
         topo_seed = seed if spec.seed is None else spec.seed
         if not sample:
             return Network(arch, {}, None)
+        per_layer = layer_densities(spec, d, [arch.layer(n).weight_shape for n in sparse_names])
         layers = [
-            random_topology([arch.layer(n).fan_in, arch.layer(n).fan_out], d, seed=topo_seed * 1009 + i, mode=spec.mode).layers[0]
-            for i, n in enumerate(sparse_names)
+            random_topology([arch.layer(n).fan_in, arch.layer(n).fan_out], dl, seed=topo_seed * 1009 + i, mode=spec.mode).layers[0]
+            for i, (n, dl) in enumerate(zip(sparse_names, per_layer))
         ]
-        topo = Topology(layers, names=sparse_names, meta={"kind": "random", "density": d, "mode": spec.mode, "seed": topo_seed})
+        meta = {"kind": "random", "density": d, "mode": spec.mode, "seed": topo_seed}
+        if spec.distribution != "uniform":
+            meta |= {"distribution": spec.distribution, "densities": per_layer}
+        topo = Topology(layers, names=sparse_names, meta=meta)
     elif spec.kind == "radix" and spec.fitted:
         if spec.density is not None and density is not None and not np.isclose(spec.density, density):
             raise ConfigError(f"--topology {topology} has density {spec.density:g} but --scale {scale} implies "

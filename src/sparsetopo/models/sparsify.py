@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from sparsetopo.errors import ConfigError
-from sparsetopo.models.sparse import fit_chains
+from sparsetopo.models.sparse import fit_chains, layer_densities
 from sparsetopo.nn import SparseConv2d, SparseLinear
 from sparsetopo.nn.layers import sparse_layers
 from sparsetopo.topology import Topology, radix_net, random_topology
@@ -102,7 +102,26 @@ def _spec_for(topology: TopologyArg, name: str, module: nn.Module) -> TopologySp
     return parse_topology(topology)  # type: ignore[arg-type]
 
 
-def _adjacencies(chosen: list[tuple[str, nn.Module, TopologySpec]], seed: int) -> dict[str, sp.csr_array]:
+def _random_densities(chosen: list[tuple[str, nn.Module, TopologySpec]]) -> dict[str, float]:
+    """The density of every layer with a random spec; an ERK spec spreads its density over all the layers
+    that share it (by their weight shapes, kernels included)."""
+    by_spec: dict[str, list[tuple[str, nn.Module]]] = {}
+    for name, module, spec in chosen:
+        if spec.kind == "random":
+            if spec.density is None:
+                raise ConfigError(f"layer {name}: topology {spec} needs a density, e.g. random:density=0.1")
+            by_spec.setdefault(str(spec), []).append((name, module))
+    out: dict[str, float] = {}
+    for text, group in by_spec.items():
+        spec = parse_topology(text)
+        assert spec.density is not None
+        shapes = [tuple(m.weight.shape) for _, m in group]
+        out |= dict(zip((n for n, _ in group), layer_densities(spec, spec.density, shapes)))
+    return out
+
+
+def _adjacencies(chosen: list[tuple[str, nn.Module, TopologySpec]], seed: int,
+                 densities: dict[str, float]) -> dict[str, sp.csr_array]:
     """The (in x out) unit adjacency of every chosen layer; fitted RadiX-Nets and explicit ones span the
     layers that share one spec, in order."""
     out: dict[str, sp.csr_array] = {}
@@ -111,11 +130,9 @@ def _adjacencies(chosen: list[tuple[str, nn.Module, TopologySpec]], seed: int) -
         by_spec.setdefault(str(spec), []).append((name, module))
     for i, (name, module, spec) in enumerate(chosen):
         if spec.kind == "random":
-            if spec.density is None:
-                raise ConfigError(f"layer {name}: topology {spec} needs a density, e.g. random:density=0.1")
             n_in, n_out = _units(module)
             s = seed if spec.seed is None else spec.seed
-            out[name] = random_topology([n_in, n_out], spec.density, seed=s * 1009 + i, mode=spec.mode).layers[0]
+            out[name] = random_topology([n_in, n_out], densities[name], seed=s * 1009 + i, mode=spec.mode).layers[0]
     for text, group in by_spec.items():
         spec = parse_topology(text)
         if spec.kind != "radix":
@@ -193,6 +210,7 @@ def sparsify(model: nn.Module, topology: TopologyArg, *, layers: Iterable[str] |
         raise ConfigError(f"init {init!r} is not allowed; choose one of: {', '.join(INITS)}")
     if granularity not in GRANULARITIES:
         raise ConfigError(f"granularity {granularity!r} is not allowed; choose one of: {', '.join(GRANULARITIES)}")
+    densities: dict[str, float] = {}
     if isinstance(topology, Topology):
         candidates = select(model, layers)
         if len(topology.layers) != len(candidates):
@@ -214,13 +232,14 @@ def sparsify(model: nn.Module, topology: TopologyArg, *, layers: Iterable[str] |
                 raise ConfigError(f"layer {name}: give a file topology as a Topology object "
                                   "(sparsetopo.topology.load_topology(path))")
             chosen.append((name, module, spec))
-        adjs = _adjacencies(chosen, seed)
+        densities = _random_densities(chosen)
+        adjs = _adjacencies(chosen, seed, densities)
     rng = np.random.default_rng(seed)
     report: list[Replaced] = []
     for name, module, spec in chosen:
         if isinstance(module, nn.Conv2d):
             _check_conv(name, module)
-        density = spec.density if spec.kind == "random" else None
+        density = densities.get(name) if spec.kind == "random" else None
         mask = _weight_mask(adjs[name], module, granularity, density, rng)
         new = _replacement(name, module, mask, init, backend)
         replace_module(model, name, new)

@@ -560,8 +560,9 @@ def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: 
     def method(r: Run) -> str:
         return METHOD_NAMES.get(str(r.get("dst")), str(r.get("dst")))
 
-    def start(r: Run) -> str:
-        return topology_family(r)
+    def start(r: Run) -> str:  # random layers of one density each, ERK-distributed random layers, or radix
+        spec = r.desc.get("topology")
+        return "ERK" if spec.kind == "random" and spec.distribution == "erk" else topology_family(r)
 
     def sp(r: Run) -> float:
         return float(sparsity_of(r) or 0.0)
@@ -587,7 +588,7 @@ def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: 
             xs = sorted(k[2] for k in groups if k[:2] == (st_kind, meth))
             stats = [describe(r.final for r in groups[(st_kind, meth, x)]) for x in xs]
             F.errorbar(ax, xs, stats, f"{meth} ({st_kind})", linestyle="-" if meth != "static" else "--",
-                       marker="o" if st_kind == "random" else "*")
+                       marker={"random": "o", "ERK": "s"}.get(st_kind, "*"))
             xs_all += xs
             for x, st in zip(xs, stats):
                 base = describe(r.final for r in groups.get((st_kind, "static", x), []))

@@ -256,3 +256,31 @@ def relabel_units(topo: Topology, seed: int) -> Topology:
         layers.append(new)
         perm = out
     return Topology(layers, names=topo.names, meta={"kind": "relabelled", "seed": int(seed), "of": topo.meta})
+
+
+
+def erk_densities(weight_shapes: Sequence[Sequence[int]], density: float) -> list[float]:
+    """Per-layer densities of the Erdős–Rényi-Kernel distribution (Evci et al. 2020, RigL) for layers whose
+    weights have the given shapes (``(out, in)`` or ``(out, in, kh, kw)``), so that all of them together
+    hold ``density`` of their weights.
+
+    A layer's density is proportional to ``sum(shape) / prod(shape)``: small and narrow layers keep more of
+    their weights than wide ones. A layer that would exceed density 1 is made dense and the others share
+    the rest, as in RigL's reference code.
+    """
+    shapes = [tuple(int(s) for s in shape) for shape in weight_shapes]
+    if not shapes or any(len(s) not in (2, 4) or min(s) < 1 for s in shapes):
+        raise ConfigError(f"ERK needs weight shapes (out, in) or (out, in, kh, kw) of positive sizes, got {shapes}")
+    if not 0 < density <= 1:
+        raise ConfigError(f"ERK density {density!r} must be in (0, 1]")
+    sizes = np.array([math.prod(s) for s in shapes], dtype=np.float64)
+    scores = np.array([sum(s) / math.prod(s) for s in shapes], dtype=np.float64)
+    dense = np.zeros(len(shapes), dtype=bool)
+    while True:
+        budget = density * sizes.sum() - sizes[dense].sum()  # weights left for the layers not yet dense
+        eps = budget / float((scores * sizes)[~dense].sum())
+        over = ~dense & (eps * scores > 1.0)
+        if not over.any():
+            break
+        dense |= over
+    return [1.0 if d else float(min(1.0, eps * s)) for d, s in zip(dense, scores)]

@@ -3,13 +3,15 @@
 Grammar of a topology spec (``--topology``)::
 
     dense
-    random[:density=D][,mode=bernoulli|exact|fanin][,seed=N]
+    random[:density=D][,mode=bernoulli|exact|fanin][,seed=N][,distribution=uniform|erk]
     radix:systems=10x10[+10x10...][,kron=8x3x1][,trim=16][,permute=SEED]
     radix:density=D | radix:auto   # a RadiX-Net fitted to the layers' shapes (topology.radix.radix_fit)
     file:PATH                      # a saved Topology (e.g. a pruned run's topology.npz)
 
 A width scale (``--scale``) is ``connections:K`` (widen xK at density 1/K, the paper's "fixed connections")
-or ``neurons:F`` (the dense shapes at density F, "fixed neurons"). Numbers may be written as decimals or
+or ``neurons:F`` (the dense shapes at density F, "fixed neurons"). A random spec's density is that of every
+sparse layer (``distribution=uniform``) or of all of them together, spread over the layers by the
+Erdős–Rényi-Kernel rule (``distribution=erk``, :func:`~sparsetopo.topology.randomnets.erk_densities`). Numbers may be written as decimals or
 fractions (``0.1``, ``1/10``, ``1e-1``); ``str()`` of a parsed value is its one canonical spelling, so every
 spelling of the same spec names the same run.
 """
@@ -25,7 +27,8 @@ from sparsetopo.errors import ConfigError
 KINDS = ("dense", "random", "radix", "file")
 RANDOM_MODES = ("bernoulli", "exact", "fanin")
 SCALE_KINDS = ("connections", "neurons")
-_OPTIONS = {"random": ("density", "mode", "seed"), "radix": ("systems", "kron", "trim", "permute", "density", "auto")}
+DISTRIBUTIONS = ("uniform", "erk")
+_OPTIONS = {"random": ("density", "mode", "seed", "distribution"), "radix": ("systems", "kron", "trim", "permute", "density", "auto")}
 
 
 def format_number(x: float) -> str:
@@ -55,6 +58,7 @@ class TopologySpec:
     permute: int | None = None  # radix: relabel the units at random with this seed (the same graph)
     path: str = ""
     auto: bool = False  # radix: fitted to the layers' shapes at the sparsest density that keeps them connected
+    distribution: str = "uniform"  # random: the density per layer ("uniform") or over all layers ("erk")
 
     @property
     def fitted(self) -> bool:
@@ -74,6 +78,8 @@ class TopologySpec:
                 parts.append(f"mode={self.mode}")
             if self.seed is not None:
                 parts.append(f"seed={self.seed}")
+            if self.distribution != "uniform":
+                parts.append(f"distribution={self.distribution}")
         elif self.fitted:
             if self.auto:
                 parts.append("auto")
@@ -191,7 +197,11 @@ def parse_topology(spec: str | TopologySpec) -> TopologySpec:
         seed = _int(options["seed"], "seed", spec) if "seed" in options else None
         if seed is not None and seed < 0:
             raise ConfigError(f"topology spec {spec!r}: seed {seed} must be >= 0")
-        return TopologySpec("random", density=density, mode=mode, seed=seed)
+        distribution = options.get("distribution", "uniform")
+        if distribution not in DISTRIBUTIONS:
+            raise ConfigError(f"topology spec {spec!r}: distribution {distribution!r} must be one of "
+                              f"{', '.join(DISTRIBUTIONS)}")
+        return TopologySpec("random", density=density, mode=mode, seed=seed, distribution=distribution)
     permute = _int(options["permute"], "permute", spec) if "permute" in options else None
     if permute is not None and permute < 0:
         raise ConfigError(f"topology spec {spec!r}: permute {permute} must be a seed >= 0")

@@ -243,7 +243,8 @@ class ModelHparams(Hparams):
                                         "resnet20: 16,32,64)",
                                         parse=parse_widths, metavar="W1,W2")
     topology: TopologySpec = hp(TopologySpec(), "topology spec: dense | random[:density=D][,mode=bernoulli|exact|"
-                                "fanin][,seed=N] | radix:systems=10x10,kron=8x3x1[,trim=16] | file:PATH",
+                                "fanin][,seed=N][,distribution=uniform|erk] | radix:systems=10x10,kron=8x3x1[,trim=16] | "
+                                "radix:density=D | radix:auto | file:PATH",
                                 parse=parse_topology, metavar="SPEC")
     scale: Scale | None = hp(None, "width scaling: connections:K (widen xK at density 1/K) or neurons:F (density F)",
                              parse=parse_scale, metavar="KIND:VALUE")
