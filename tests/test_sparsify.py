@@ -314,3 +314,38 @@ def test_a_users_dataset_factory_trains_with_a_users_model(tmp_path, monkeypatch
     assert json.loads((out / "hparams.json").read_text())["canonical"]["dataset"] == "own_models:blobs"
     assert main(["train", "--dataset", "own_models:mlp", "--steps", "2", "--quiet", "--out", str(tmp_path / "x")]) == 2
     assert "--dataset own_models:mlp" in capsys.readouterr().err
+
+
+def test_prune_gradually_and_at_once_a_users_model_then_retrain_its_structure(tmp_path, monkeypatch):
+    """``prune`` takes a model factory like ``train``: gradual pruning to exact per-layer counts, one-shot
+    pruning of a finished run, and the pruned structure retrained as ``file:`` with its rewound weights."""
+    import json
+
+    from sparsetopo.cli import main
+    from sparsetopo.topology import load_topology
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    own = ["--dataset", "own_models:blobs", "--model", "own_models:cnn", "--batch-size", "20", "--threads", "1",
+           "--quiet"]
+    shapes = {"0.0": (8, 1, 3, 3), "0.2": (8, 8, 3, 3), "2": (4, 128)}
+    assert main(["prune", *own, "--method", "gradual", "--sparsity", "0.75", "--begin", "0", "--end", "40",
+                 "--frequency", "10", "--steps", "60", "--out", str(tmp_path / "gradual")]) == 0
+    summary = json.loads((tmp_path / "gradual" / "summary.json").read_text())
+    assert summary["pruned_layers"] == list(shapes)
+    for name, shape in shapes.items():  # every layer at exactly a quarter of its weights
+        assert summary["layer_sparsity"][name] == pytest.approx(1 - round(0.25 * np.prod(shape)) / np.prod(shape))
+    topo = load_topology(tmp_path / "gradual" / "topology.npz")
+    assert topo.names == list(shapes) and topo.kernel_masks[1].shape == shapes["0.2"]
+
+    assert main(["train", *own, "--steps", "40", "--snapshot-steps", "0", "--out", str(tmp_path / "dense")]) == 0
+    assert main(["prune", "--method", "oneshot", "--from", str(tmp_path / "dense"), "--sparsity", "0.5",
+                 "--threads", "1", "--quiet", "--out", str(tmp_path / "oneshot")]) == 0
+    oneshot = json.loads((tmp_path / "oneshot" / "summary.json").read_text())
+    assert oneshot["layer_sparsity"]["0.2"] == pytest.approx(0.5, abs=1 / 576)
+    assert oneshot["dense_test_accuracy"] >= oneshot["pruned_test_accuracy"] - 0.05  # pruning half costs little here
+
+    assert main(["train", *own, "--steps", "20", "--topology", f"file:{tmp_path / 'oneshot' / 'topology.npz'}",
+                 "--init", f"rewind:{tmp_path / 'oneshot'}", "--out", str(tmp_path / "retrain")]) == 0
+    retrain = json.loads((tmp_path / "retrain" / "summary.json").read_text())
+    assert {layer["name"]: layer["nnz"] for layer in retrain["layers"]} == {
+        layer["name"]: layer["nnz"] for layer in oneshot["layers"]}

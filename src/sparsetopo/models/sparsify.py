@@ -74,6 +74,19 @@ def select(model: nn.Module, layers: Iterable[str] | None) -> list[tuple[str, nn
     return [(n, m) for n, m in plain if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
+def named(model: nn.Module, names: Iterable[str]) -> list[tuple[str, nn.Module]]:
+    """The weight layers called ``names`` (a saved topology's layer names), refusing a name the model lacks."""
+    layers = dict(weight_modules(model))
+    missing = [n for n in names if n not in layers]
+    if missing:
+        raise ConfigError(f"the topology names layer(s) {', '.join(missing)}, which the model does not have; its "
+                          f"weight layers are {', '.join(layers)}")
+    already = [n for n in names if isinstance(layers[n], (SparseLinear, SparseConv2d))]
+    if already:
+        raise ConfigError(f"layer(s) {', '.join(already)} are sparse already; sparsetopo.densify(model) first")
+    return [(n, layers[n]) for n in names]
+
+
 def _units(module: nn.Module) -> tuple[int, int]:
     """(inputs, outputs) as the topology sees the layer: features, or channels of a convolution."""
     if isinstance(module, nn.Linear):
@@ -211,13 +224,15 @@ def sparsify(model: nn.Module, topology: TopologyArg, *, layers: Iterable[str] |
     if granularity not in GRANULARITIES:
         raise ConfigError(f"granularity {granularity!r} is not allowed; choose one of: {', '.join(GRANULARITIES)}")
     densities: dict[str, float] = {}
+    kernel_masks: dict[str, Any] = {}
     if isinstance(topology, Topology):
-        candidates = select(model, layers)
+        candidates = select(model, layers) if topology.names is None or layers is not None else named(model, topology.names)
         if len(topology.layers) != len(candidates):
             raise ConfigError(f"the topology has {len(topology.layers)} layers; {len(candidates)} layers of the "
                               f"model are chosen ({', '.join(n for n, _ in candidates)})")
         adjs = dict(zip((n for n, _ in candidates), topology.layers))
         chosen = [(n, m, TopologySpec("file")) for n, m in candidates]
+        kernel_masks = dict(zip((n for n, _ in candidates), topology.kernel_masks))
         for name, module in candidates:
             if tuple(adjs[name].shape) != _units(module):
                 raise ConfigError(f"layer {name} has {_units(module)[0]} inputs and {_units(module)[1]} outputs; "
@@ -240,7 +255,8 @@ def sparsify(model: nn.Module, topology: TopologyArg, *, layers: Iterable[str] |
         if isinstance(module, nn.Conv2d):
             _check_conv(name, module)
         density = densities.get(name) if spec.kind == "random" else None
-        mask = _weight_mask(adjs[name], module, granularity, density, rng)
+        km = kernel_masks.get(name)
+        mask = km if km is not None else _weight_mask(adjs[name], module, granularity, density, rng)
         new = _replacement(name, module, mask, init, backend)
         replace_module(model, name, new)
         report.append(Replaced(name, "linear" if isinstance(module, nn.Linear) else "conv",

@@ -6,6 +6,7 @@ plus ``topology.npz``: the pruned structure of every weight layer, for ``train -
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shutil
 import time
@@ -24,12 +25,13 @@ from sparsetopo.fileio import FolderLock, atomic_path
 from sparsetopo.models import instantiate
 from sparsetopo.models.lenet import ModelArch
 from sparsetopo.models.sparse import Network
+from sparsetopo.pruning.api import masked_layers
 from sparsetopo.pruning.gradual import GradualPruning
 from sparsetopo.pruning.hparams import PRUNE_GROUPS, PruneHparams
 from sparsetopo.pruning.magnitude import layer_sparsity, magnitude_masks
 from sparsetopo.topology import Topology, save_topology
 from sparsetopo.training import rundir
-from sparsetopo.training.hparams import TRAIN_GROUPS, DataHparams, ModelHparams, TrainHparams, is_factory
+from sparsetopo.training.hparams import TRAIN_GROUPS, DataHparams, ModelHparams, TrainHparams
 from sparsetopo.training.loop import (
     CHECKPOINT,
     METRICS,
@@ -90,9 +92,6 @@ def check_prune(desc: RunDesc) -> None:
     if desc.get("dst") != "none":
         raise ConfigError(f"--dst {desc.get('dst')}: dynamic sparse training is a train run; prune runs keep "
                           "--dst none")
-    if is_factory(desc.get("model")):
-        raise ConfigError(f"--model {desc.get('model')}: the prune command takes the built-in models; prune your own "
-                          "model in Python with sparsetopo.GradualPruner or sparsetopo.oneshot_prune")
     if ph.method == "oneshot":
         if "{run:" not in str(ph.from_run):
             _source(Path(str(ph.from_run)))
@@ -115,7 +114,7 @@ def weight_masks(model: nn.Module, arch: ModelArch) -> dict[str, np.ndarray]:
     """Every weight layer's bool mask in PyTorch layout (all true for a plain dense layer)."""
     out = {}
     for layer in arch.layers:
-        module = getattr(model, layer.name)
+        module = model.get_submodule(layer.name)
         if hasattr(module, "mask_dense"):
             out[layer.name] = module.mask_dense().cpu().numpy().astype(bool)
         else:
@@ -131,7 +130,7 @@ def write_topology(model: nn.Module, arch: ModelArch, path: Path, meta: dict[str
 
 
 def _pruning_summary(ph: PruneHparams, names: list[str], model: nn.Module) -> dict[str, Any]:
-    masks = {n: getattr(model, n).mask_dense() for n in names}
+    masks = {n: model.get_submodule(n).mask_dense() for n in names}
     removed = sum(int((~m).sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
     return {"method": ph.method, "target_sparsity": ph.sparsity, "global_prune": ph.global_prune,
@@ -155,13 +154,16 @@ def run_gradual(desc: RunDesc, options: RunOptions) -> dict[str, Any]:
     def network(concrete: RunDesc) -> Network:
         base = network_for(concrete.group(ModelHparams), concrete.group(DataHparams).dataset)
         names.extend(prunable(base.arch, ph.excluded))
+        if base.module is not None:  # a user's model: its pruned layers become masked layers, nothing removed yet
+            masked_layers(base.module, names)
+            return base
         return Network(base.arch, {n: np.ones(base.arch.layer(n).weight_shape, dtype=bool) for n in names}, None)
 
     placed = place(desc, options.out)
     out = placed.out
 
     def prepare(model: nn.Module, network: Network, data: Any) -> list[Any]:
-        layers = {n: getattr(model, n) for n in names}
+        layers = {n: model.get_submodule(n) for n in names}
         resuming = (out / CHECKPOINT).exists()  # the loop puts the saved masks back before the weights
         cb = GradualPruning(layers, ph.sparsity, initial=ph.initial_sparsity, begin=ph.begin, end=ph.end,
                             frequency=ph.frequency, global_prune=ph.global_prune)
@@ -251,16 +253,22 @@ def run_oneshot(desc: RunDesc, options: RunOptions, given: set[str]) -> dict[str
         dense_record = evaluation(model, data, 0, spe)
 
         state = weight_state(model)
-        weights = {n: getattr(model, n).dense_weight() if hasattr(getattr(model, n), "dense_weight")
-                   else getattr(model, n).weight.detach() for n in names}
+        layers = {n: model.get_submodule(n) for n in names}
+        weights = {n: m.dense_weight() if hasattr(m, "dense_weight") else m.weight.detach() for n, m in layers.items()}
         current = weight_masks(model, network.arch)
         masks = magnitude_masks(weights, ph.sparsity, global_prune=ph.global_prune,
                                 keep={n: torch.from_numpy(current[n]) for n in names})
-        pruned_masks = {n: m.numpy() for n, m in masks.items()}
-        pruned_masks.update({n: m for n, m in network.masks.items() if n not in pruned_masks})
-        pruned_net = Network(network.arch, pruned_masks, None)
-        pruned = instantiate(network.arch, pruned_masks, init="sparse", backend=mh.backend)
-        _load_layers(pruned, state)
+        if network.module is not None:  # a user's model: the same modules, its pruned layers masked
+            pruned = copy.deepcopy(model)
+            for name, layer in masked_layers(pruned, names).items():
+                layer.set_mask(masks[name])
+            pruned_net = Network(network.arch, {}, None, module=pruned)
+        else:
+            pruned_masks = {n: m.numpy() for n, m in masks.items()}
+            pruned_masks.update({n: m for n, m in network.masks.items() if n not in pruned_masks})
+            pruned_net = Network(network.arch, pruned_masks, None)
+            pruned = instantiate(network.arch, pruned_masks, init="sparse", backend=mh.backend)
+            _load_layers(pruned, state)
         record = evaluation(pruned, data, 0, spe)
         metrics = [record]
 

@@ -6,6 +6,7 @@ Every input is checked before anything is written: a run that is refused leaves 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -120,8 +121,6 @@ def factory_network(mh: ModelHparams, input_shape: tuple[int, int, int], num_cla
     ``--topology`` applied by ``sparsify`` to its hidden layers."""
     from sparsetopo.models.factory import arch_of, build_factory_model
     from sparsetopo.models.sparsify import sparsify
-    from sparsetopo.topology.spec import TopologySpec
-
     if mh.widths is not None:
         raise ConfigError(f"--widths: a model factory ({mh.model}) takes its sizes from --model-args")
     if mh.scale is not None and mh.scale.kind == "connections":
@@ -135,9 +134,7 @@ def factory_network(mh: ModelHparams, input_shape: tuple[int, int, int], num_cla
         if spec.kind == "dense":
             raise ConfigError(f"--scale {mh.scale} asks for density {mh.scale.density:g}, but --topology dense has "
                               "density 1; use --topology random (or radix)")
-        spec = TopologySpec(spec.kind, density=spec.density if spec.density is not None else mh.scale.density,
-                            mode=spec.mode, seed=spec.seed, systems=spec.systems, kron=spec.kron, trim=spec.trim,
-                            permute=spec.permute, path=spec.path, auto=spec.auto)
+        spec = dataclasses.replace(spec, density=spec.density if spec.density is not None else mh.scale.density)
     if spec.kind == "dense" or not sample:
         return Network(arch, {}, None, module=model)
     init = mh.init.kind if mh.init.kind in ("sparse", "dense") else "sparse"
