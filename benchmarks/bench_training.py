@@ -12,10 +12,12 @@ Rows (``--rows``, comma-separated):
   the environment says otherwise).
 - ``wide``: milliseconds per training step of LeNet-5 x100 on CIFAR-10 at density 1/100 (``--scale
   connections:100``), steady state after one warm-up step.
+- ``resnet``: milliseconds per step of ResNet-20 on CIFAR-10 (batch 128, SGD with momentum): dense, and at
+  fixed connections K = 2 and 10 with random and fitted RadiX layers on the masked and sparse backends.
 - ``dst``: what a structure update of dynamic sparse training (SET, RigL) costs against a training step,
   LeNet-300-100 x10 at density 1/10, sparse backend.
 
-    python benchmarks/bench_training.py [--rows loop,concurrent,wide,dst] [--steps 300] [--repeats 5]
+    python benchmarks/bench_training.py [--rows loop,concurrent,wide,dst,resnet] [--steps 300] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -166,6 +168,55 @@ def wide_rows(steps: int) -> list[dict[str, Any]]:
              "load_average": os.getloadavg()[0]}]
 
 
+def _step_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    """Median milliseconds of one SGD step (momentum 0.9, as ResNets train) after a warm-up step."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def _connections(model: nn.Module) -> int:
+    """Weights of the Linear/Conv2d layers: the nonzeros of sparse ones, every weight of plain ones."""
+    return sum(int(m.nnz) if hasattr(m, "nnz") else m.weight.numel() for m in model.modules()
+               if hasattr(m, "nnz") or isinstance(m, (nn.Linear, nn.Conv2d)))
+
+
+def resnet_rows(steps: int) -> list[dict[str, Any]]:
+    """ResNet-20 on CIFAR-10 (batch 128): the dense network, and fixed connections K = 2 and 10 (random and
+    fitted RadiX layers, every stage x sqrt(K) wider at density 1/K) on the masked and the sparse backend;
+    ratios against the dense step of the same run."""
+    from sparsetopo.runs import describe
+    from sparsetopo.training.run import build_network, network_for
+
+    data = load_dataset("cifar10")
+    x, y = data.train.images[:128].contiguous(), data.train.labels[:128]
+    configs = [("dense", None, "auto")] + [(topo, f"connections:{k}", backend) for k in (2, 10)
+                                           for topo in ("random", "radix:auto") for backend in ("masked", "sparse")]
+    rows, dense_ms = [], None
+    for topology, scale, backend in configs:
+        params: dict[str, Any] = {"model": "resnet20", "dataset": "cifar10", "topology": topology, "backend": backend}
+        if scale:
+            params["scale"] = scale
+        mh = describe("train", params).group(ModelHparams)
+        torch.manual_seed(0)
+        model = build_network(mh, network_for(mh, "cifar10"))
+        ms = _step_ms(model, x, y, steps)
+        dense_ms = ms if dense_ms is None else dense_ms
+        rows.append({"row": "resnet", "model": "resnet20", "dataset": "cifar10", "topology": topology,
+                     "scale": scale or "-", "backend": backend, "batch": 128, "ms_per_step": ms,
+                     "over_dense": ms / dense_ms, "connections": _connections(model),
+                     "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]})
+    return rows
+
+
 def dst_rows(repeats: int) -> list[dict[str, Any]]:
     """What a structure update costs against a training step: LeNet-300-100 x10 (784-3000-100-10) at density
     1/10 on the sparse backend, the median step, and the median update (SET, RigL) on top of its step."""
@@ -221,6 +272,8 @@ def main() -> None:
         rows += wide_rows(args.wide_steps)
     if "dst" in wanted:
         rows += dst_rows(args.repeats)
+    if "resnet" in wanted:
+        rows += resnet_rows(args.wide_steps)
     for r in rows:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -172,7 +172,7 @@ def test_a_run_written_as_a_string_in_a_sweep_is_refused_with_the_type(tmp_path)
 
 @pytest.mark.parametrize("text, message", [
     ("[trainig]\nlr = 0.05\n", "unknown section [trainig]; allowed sections: [data], [model], [training]"),
-    ("[data]\nlr = 0.05\n", "[data] has no key 'lr'; its keys: batch_size, data_seed, dataset, validation"),
+    ("[data]\nlr = 0.05\n", "[data] has no key 'lr'; its keys: augment, batch_size, data_seed, dataset, validation"),
     ("lr = 0.05\n[training]\nlr = 0.02\n", "lr is given twice (the top level and [training])"),
     ("learning_rate = 0.1\n", "unknown key 'learning_rate'"),
 ])

@@ -207,3 +207,52 @@ def test_a_cuda_run_trains_with_resident_data_and_its_checkpoint_loads_on_the_cp
     assert set(k.split(".")[0] for k in state["model"]) == {"fc1", "fc2", "fc3"}
     assert main(["inspect", str(out)]) == 0  # a CUDA-trained run inspects on the CPU
     del model
+
+
+def test_crop_flip_augmentation_draws_shifted_mirrored_windows_from_its_seed() -> None:
+    from sparsetopo.data.augment import PAD, augment_batch
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(64, 3, 8, 8, generator=g)
+    a = augment_batch(images, "crop-flip", 5)
+    assert torch.equal(a, augment_batch(images, "crop-flip", 5)) and not torch.equal(a, augment_batch(images, "crop-flip", 6))
+    padded = torch.nn.functional.pad(images, (PAD,) * 4)
+    flipped = 0
+    for i in range(64):  # each image is one window of its zero-padded original, mirrored or not
+        windows = [padded[i, :, y:y + 8, x:x + 8] for y in range(2 * PAD + 1) for x in range(2 * PAD + 1)]
+        plain = any(torch.equal(a[i], w) for w in windows)
+        mirrored = any(torch.equal(a[i].flip(-1), w) for w in windows)
+        assert plain or mirrored
+        flipped += mirrored and not plain
+    assert 16 <= flipped <= 48  # about half
+    f = augment_batch(images, "flip", 1)
+    assert all(torch.equal(f[i], images[i]) or torch.equal(f[i], images[i].flip(-1)) for i in range(64))
+    assert augment_batch(images, "none", 1) is images
+
+
+def test_an_augmented_run_is_named_by_it_and_resumes_exactly(tmp_path: Path) -> None:
+    base = {"steps": 40, "eval_every": 10, "threads": 1, "momentum": 0.9, "checkpoint_every": 10}
+    whole = run("train", {**base, "augment": "crop-flip"}, tmp_path / "whole")
+    plain = run("train", base, tmp_path / "plain")
+    assert whole["run_id"] != plain["run_id"] and whole["final_test_accuracy"] != plain["final_test_accuracy"]
+    import sparsetopo.training.loop as loop
+
+    class Stop(Exception):
+        pass
+
+    real = loop.save_checkpoint
+
+    def save_then_stop(path, model, optimizer, state, callbacks):
+        real(path, model, optimizer, state, callbacks)
+        if state.step == 20:
+            raise Stop
+
+    loop.save_checkpoint = save_then_stop
+    try:
+        with pytest.raises(Stop):
+            run("train", {**base, "augment": "crop-flip"}, tmp_path / "cut")
+    finally:
+        loop.save_checkpoint = real
+    resumed = run("train", {**base, "augment": "crop-flip"}, tmp_path / "cut")
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+    assert resumed["final_test_accuracy"] == whole["final_test_accuracy"]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
+from sparsetopo.data.augment import AUGMENTS
 from sparsetopo.desc.hparams import Hparams, fraction_list, hp, non_negative, positive
 from sparsetopo.errors import ConfigError
 from sparsetopo.topology.spec import Scale, TopologySpec, parse_scale, parse_topology
@@ -228,6 +229,8 @@ class DataHparams(Hparams):
     batch_size: int = hp(100, "examples per training step", check=positive)
     data_seed: int | None = hp(None, "seed for the order of training examples (default: the same as --seed)")
     validation: int = hp(0, "examples held out of the training set for validation (0: none)", check=non_negative)
+    augment: str = hp("none", "training-time augmentation: none, flip (mirror left-right at random) or crop-flip "
+                      "(pad 4 pixels, crop at random, then flip: the CIFAR recipe of He et al.)", choices=AUGMENTS)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sparsetopo.data import Dataset, Split
+from sparsetopo.data.augment import augment_batch
 from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
 from sparsetopo.fileio import atomic_path, atomic_write_text
@@ -86,6 +87,9 @@ def evaluation(model: nn.Module, data: Dataset, step: int, steps_per_epoch: int,
     if data.validation is not None:
         record["val_loss"], record["val_accuracy"] = evaluate(model, data.validation)
     return record
+
+
+AUGMENT_STREAM = 7_919_000_000  # keeps the augmentation's seeds apart from the epochs' order seeds
 
 
 def epoch_order(n: int, data_seed: int, epoch: int) -> torch.Tensor:
@@ -279,7 +283,10 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             current_lr = lr
-        logits = model(data.train.images[batch])
+        images = data.train.images[batch]
+        if dh.augment != "none":  # drawn from the data seed and the step: a resumed run draws the same
+            images = augment_batch(images, dh.augment, data_seed * 1_000_003 + state.step + AUGMENT_STREAM)
+        logits = model(images)
         loss = nn.functional.cross_entropy(logits, data.train.labels[batch])
         if on_device:
             pending.append(loss.detach())
