@@ -199,7 +199,7 @@ def resnet_rows(steps: int) -> list[dict[str, Any]]:
     data = load_dataset("cifar10")
     x, y = data.train.images[:128].contiguous(), data.train.labels[:128]
     configs = [("dense", None, "auto")] + [(topo, f"connections:{k}", backend) for k in (2, 10)
-                                           for topo in ("random", "radix:auto") for backend in ("masked", "sparse")]
+                                           for topo in ("random", "radix") for backend in ("masked", "sparse")]
     rows, dense_ms = [], None
     for topology, scale, backend in configs:
         params: dict[str, Any] = {"model": "resnet20", "dataset": "cifar10", "topology": topology, "backend": backend}
