@@ -455,7 +455,7 @@ CONV_PATCH_NS = 6.64         # per patch-matrix element (in_ch * kh * kw of them
 CONV_SPARSE_MAC_NS = 0.0227  # per multiply-add of a sparse product (three per connection)
 CONV_OUTPUT_NS = 4.63        # per output channel
 CONV_DENSE_MAC_NS = 0.0244   # per multiply-add of a dense product (three per dense-equivalent weight)
-CONV_MARGIN = 1.5
+CONV_MARGIN = 2.0  # 3x3 ResNet convolutions predicted 1.6-1.7x cheaper sparse measured level (docs)
 
 
 def conv_costs(out_channels: int, patch: int, nnz: int) -> tuple[float, float]:
