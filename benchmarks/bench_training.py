@@ -143,34 +143,9 @@ def concurrent_rows(steps: int, tries: int) -> list[dict[str, Any]]:
     return rows
 
 
-def wide_rows(steps: int) -> list[dict[str, Any]]:
-    from sparsetopo.runs import describe
-    from sparsetopo.training.run import build_network, network_for
-
-    data = load_dataset("cifar10")
-    desc = describe("train", {"model": "lenet5", "dataset": "cifar10", "topology": "random",
-                              "scale": "connections:100"})
-    mh = desc.group(ModelHparams)
-    model = build_network(mh, network_for(mh, "cifar10"))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    x, y = data.train.images[:100], data.train.labels[:100]
-    times = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - start)
-    return [{"row": "wide", "model": "lenet5 x100", "dataset": "cifar10", "steps": steps,
-             "ms_per_step": 1e3 * statistics.median(times), "threads": torch.get_num_threads(),
-             "load_average": os.getloadavg()[0]}]
-
-
-def _step_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
-    """Median milliseconds of one SGD step (momentum 0.9, as ResNets train) after a warm-up step."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+def _step_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, momentum: float = 0.9) -> float:
+    """Median milliseconds of one SGD step (lr 0.1) after a warm-up step."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
     times = []
     for i in range(steps + 1):
         start = time.perf_counter()
@@ -181,6 +156,21 @@ def _step_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> 
         if i:
             times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
+
+
+def wide_rows(steps: int) -> list[dict[str, Any]]:
+    from sparsetopo.runs import describe
+    from sparsetopo.training.run import build_network, network_for
+
+    data = load_dataset("cifar10")
+    desc = describe("train", {"model": "lenet5", "dataset": "cifar10", "topology": "random",
+                              "scale": "connections:100"})
+    mh = desc.group(ModelHparams)
+    model = build_network(mh, network_for(mh, "cifar10"))
+    ms = _step_ms(model, data.train.images[:100], data.train.labels[:100], steps, momentum=0.0)
+    return [{"row": "wide", "model": "lenet5 x100", "dataset": "cifar10", "steps": steps,
+             "ms_per_step": ms, "threads": torch.get_num_threads(),
+             "load_average": os.getloadavg()[0]}]
 
 
 def _connections(model: nn.Module) -> int:

@@ -21,3 +21,27 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     return Path(os.environ["SPARSETOPO_DATA"])
+
+
+class Interrupted(Exception):
+    """Raised by :func:`killed_after` in place of a kill."""
+
+
+@pytest.fixture
+def killed_after(monkeypatch: pytest.MonkeyPatch):
+    """``killed_after(step)``: the next run stops (raises :class:`Interrupted`) right after writing its
+    checkpoint at ``step``, as a run killed there would leave its folder; later runs are not touched."""
+    import sparsetopo.training.loop as loop
+
+    real = loop.save_checkpoint
+
+    def arm(step: int) -> None:
+        def save_then_stop(path, model, optimizer, state, callbacks):
+            real(path, model, optimizer, state, callbacks)
+            if state.step == step:
+                monkeypatch.setattr(loop, "save_checkpoint", real)
+                raise Interrupted(f"stopped after the checkpoint at step {step}")
+
+        monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+
+    return arm

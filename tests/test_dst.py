@@ -132,7 +132,7 @@ def test_the_same_run_on_both_backends_and_its_files(tmp_path, method):
                  "--quiet", "--out", str(again)]) == 0
 
 
-def test_a_dynamic_run_resumes_exactly_across_an_update(tmp_path):
+def test_a_dynamic_run_resumes_exactly_across_an_update(tmp_path, killed_after):
     whole = _train(tmp_path / "whole", "--dst", "set", "--checkpoint-every", "5")
     cut = tmp_path / "cut"
     code = main(["train", "--topology", "random:density=0.1", "--steps", "60", "--eval-every", "20", "--threads",
@@ -149,27 +149,13 @@ def test_a_dynamic_run_resumes_exactly_across_an_update(tmp_path):
     ckpt = torch.load(part / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 60
     stop = tmp_path / "stop"
+    from conftest import Interrupted
     from sparsetopo.runs import run
 
-    class Stop(Exception):
-        pass
-
-    import sparsetopo.training.loop as loop
-
-    real = loop.save_checkpoint
-
-    def save_then_stop(path, model, optimizer, state, callbacks):
-        real(path, model, optimizer, state, callbacks)
-        if state.step == 25:
-            raise Stop
-
-    loop.save_checkpoint = save_then_stop
-    try:
-        with pytest.raises(Stop):
-            run("train", {"topology": "random:density=0.1", "steps": 60, "eval_every": 20, "threads": 1,
-                          "dst": "set", "dst_interval": 10, "checkpoint_every": 5}, stop)
-    finally:
-        loop.save_checkpoint = real
+    killed_after(25)
+    with pytest.raises(Interrupted):
+        run("train", {"topology": "random:density=0.1", "steps": 60, "eval_every": 20, "threads": 1,
+                      "dst": "set", "dst_interval": 10, "checkpoint_every": 5}, stop)
     resumed = run("train", {"topology": "random:density=0.1", "steps": 60, "eval_every": 20, "threads": 1,
                             "dst": "set", "dst_interval": 10, "checkpoint_every": 5}, stop)
     assert resumed["final_test_accuracy"] == whole["final_test_accuracy"]

@@ -230,29 +230,16 @@ def test_crop_flip_augmentation_draws_shifted_mirrored_windows_from_its_seed() -
     assert augment_batch(images, "none", 1) is images
 
 
-def test_an_augmented_run_is_named_by_it_and_resumes_exactly(tmp_path: Path) -> None:
+def test_an_augmented_run_is_named_by_it_and_resumes_exactly(tmp_path: Path, killed_after) -> None:
+    from conftest import Interrupted
+
     base = {"steps": 40, "eval_every": 10, "threads": 1, "momentum": 0.9, "checkpoint_every": 10}
     whole = run("train", {**base, "augment": "crop-flip"}, tmp_path / "whole")
     plain = run("train", base, tmp_path / "plain")
     assert whole["run_id"] != plain["run_id"] and whole["final_test_accuracy"] != plain["final_test_accuracy"]
-    import sparsetopo.training.loop as loop
-
-    class Stop(Exception):
-        pass
-
-    real = loop.save_checkpoint
-
-    def save_then_stop(path, model, optimizer, state, callbacks):
-        real(path, model, optimizer, state, callbacks)
-        if state.step == 20:
-            raise Stop
-
-    loop.save_checkpoint = save_then_stop
-    try:
-        with pytest.raises(Stop):
-            run("train", {**base, "augment": "crop-flip"}, tmp_path / "cut")
-    finally:
-        loop.save_checkpoint = real
+    killed_after(20)
+    with pytest.raises(Interrupted):
+        run("train", {**base, "augment": "crop-flip"}, tmp_path / "cut")
     resumed = run("train", {**base, "augment": "crop-flip"}, tmp_path / "cut")
     assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
     assert resumed["final_test_accuracy"] == whole["final_test_accuracy"]

@@ -9,13 +9,13 @@ run; it should return the same data every time (a fixed file, a fixed seed).
 from __future__ import annotations
 
 import functools
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from sparsetopo.data.tensors import Dataset, Split
+from sparsetopo.desc.factories import load_factory
 from sparsetopo.errors import ConfigError
 
 
@@ -38,12 +38,7 @@ def _tensor(value: Any, what: str, name: str, dtype: torch.dtype) -> torch.Tenso
 
 @functools.lru_cache(maxsize=4)
 def load_factory_dataset(name: str) -> Dataset:
-    module, _, attr = name.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"--dataset {name}: cannot load the factory ({exc}); it must be importable as "
-                          "package.module:function") from None
+    factory = load_factory(name, "--dataset")
     try:
         data = factory()
     except Exception as exc:  # the user's code failed: say so in one line, with its own message

@@ -8,22 +8,10 @@ part of the run's name.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from sparsetopo.desc.factories import load_factory
 from sparsetopo.errors import ConfigError
-
-
-def load_factory(name: str) -> Any:
-    module, _, attr = name.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"--model {name}: cannot load the factory ({exc}); it must be importable (on PYTHONPATH) "
-                          "as package.module:function") from None
-    if not callable(factory):
-        raise ConfigError(f"--model {name}: {attr} is not callable")
-    return factory
 
 
 def build_factory_model(name: str, args: Any, input_shape: tuple[int, int, int],
@@ -31,7 +19,7 @@ def build_factory_model(name: str, args: Any, input_shape: tuple[int, int, int],
     """The user's ``nn.Module`` (torch is imported only here: parsing the options does not load it)."""
     from torch import nn
 
-    factory = load_factory(name)
+    factory = load_factory(name, "--model")
     kwargs = args.kwargs if args is not None else {}
     try:
         model = factory(input_shape=input_shape, num_classes=num_classes, **kwargs)

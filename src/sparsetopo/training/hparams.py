@@ -8,13 +8,13 @@ is part of its identity.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from sparsetopo.data.augment import AUGMENTS
+from sparsetopo.desc.factories import registered_or_factory
 from sparsetopo.desc.hparams import Hparams, fraction_list, hp, non_negative, positive
 from sparsetopo.errors import ConfigError
 from sparsetopo.topology.spec import Scale, TopologySpec, parse_scale, parse_topology
@@ -25,12 +25,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-def is_factory(name: str) -> bool:
-    """A user's model factory, ``package.module:function`` (the registry's models are plain names)."""
-    return bool(FACTORY.match(name))
 
 
 @dataclass(frozen=True)
@@ -76,19 +70,11 @@ REGISTERED_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
 
 def parse_dataset(value: Any) -> str:
-    text = str(value).strip()
-    if text in REGISTERED_DATASETS or is_factory(text):
-        return text
-    raise ConfigError(f"--dataset {value!r}: choose one of {', '.join(REGISTERED_DATASETS)}, or give a dataset "
-                      "factory as package.module:function")
+    return registered_or_factory(value, "--dataset", REGISTERED_DATASETS, "dataset")
 
 
 def parse_model(value: Any) -> str:
-    text = str(value).strip()
-    if text in REGISTERED_MODELS or is_factory(text):
-        return text
-    raise ConfigError(f"--model {value!r}: choose one of {', '.join(REGISTERED_MODELS)}, or give a model factory "
-                      "as package.module:function")
+    return registered_or_factory(value, "--model", REGISTERED_MODELS, "model")
 
 
 def parse_widths(value: Any) -> tuple[int, ...]:

@@ -21,6 +21,7 @@ from torch import nn
 
 from sparsetopo.data import Dataset, load_dataset
 from sparsetopo.data.factory import dataset_info, load_factory_dataset, with_validation
+from sparsetopo.desc.factories import is_factory
 from sparsetopo.desc.identity import RunDesc, bind_references, resolve_references, sibling_locator
 from sparsetopo.errors import ConfigError
 from sparsetopo.fileio import FolderLock, atomic_write_json
@@ -30,7 +31,7 @@ from sparsetopo.system import default_threads
 from sparsetopo.topology import load_topology, save_topology
 from sparsetopo.training import rundir
 from sparsetopo.training.dst import DynamicSparsity, structure_topology
-from sparsetopo.training.hparams import DataHparams, DSTHparams, ModelHparams, TrainHparams, is_factory, resolve_device
+from sparsetopo.training.hparams import DataHparams, DSTHparams, ModelHparams, TrainHparams, resolve_device
 from sparsetopo.training.loop import CHECKPOINT, Callback, LoopResult, train
 from sparsetopo.training.rewind import apply_rewind, check_rewind, save_snapshot
 from sparsetopo.version import __version__
