@@ -51,3 +51,22 @@ def test_a_rerun_over_finished_runs_without_checkpoints_runs_nothing(tmp_path):
     result = run_sweep([exp], out, progress=False)
     assert (result.skipped, result.completed, result.failed) == (len(exp.runs), 0, 0)
     assert not list(out.rglob("checkpoint.pt"))  # nothing was trained
+
+
+def test_sweeping_one_experiment_into_a_published_folder_keeps_the_others(tmp_path):
+    """A fresh clone has no store: a sweep of one file must not drop the folder's other experiments (the
+    report reads them from experiments.json)."""
+    out = published_copy(tmp_path)
+    registry = json.loads((out / "experiments.json").read_text())
+    (registered,) = registry["experiments"]
+    other = {**registered, "name": "other", "title": "another experiment over the same runs"}
+    registry["experiments"].append(other)
+    (out / "experiments.json").write_text(json.dumps(registry))
+    source = tmp_path / f"{registered['name']}.toml"
+    source.write_text(registered["source"])
+    result = run_sweep([load_experiment(source, registered["profile"])], out, progress=False)
+    assert result.completed == 0
+    names = [e["name"] for e in json.loads((out / "experiments.json").read_text())["experiments"]]
+    assert sorted(names) == sorted([registered["name"], "other"])
+    assert {m[1] for m in json.loads((out / "experiments.json").read_text())["experiments"][1]["memberships"]} == {
+        m[1] for m in registered["memberships"]}

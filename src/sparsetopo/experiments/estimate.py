@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sparsetopo.desc.identity import RunDesc
 from sparsetopo.desc.status import RunStatus
-from sparsetopo.experiments.results import DB_NAME, ResultsStore
+from sparsetopo.experiments.results import DB_NAME, ResultsStore, rebuild
 from sparsetopo.experiments.runner import plan
 from sparsetopo.experiments.spec import Experiment, Filter, RunSpec
 from sparsetopo.runs import describe
@@ -93,6 +93,7 @@ def timings(results_dir: str | Path) -> dict[tuple, Cost]:
     CPU time (all threads of the run's process) measures the work whatever else the machine was doing;
     runs recorded without it fall back to their wall time."""
     db = Path(results_dir) / DB_NAME
+    rebuild(results_dir)  # a published folder: its registry and run directories, no store
     if not db.exists():
         return {}
     store = ResultsStore(db)

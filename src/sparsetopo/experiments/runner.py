@@ -29,7 +29,7 @@ from sparsetopo.data import ensure_datasets
 from sparsetopo.data.files import resolve_root
 from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
-from sparsetopo.experiments.results import REGISTRY, ResultsStore
+from sparsetopo.experiments.results import REGISTRY, ResultsStore, rebuild
 from sparsetopo.experiments.spec import Experiment, Filter, RunSpec, order_runs, select
 from sparsetopo.experiments.worker import DEFAULT_RUN_FN, Outcome, Task, execute, init_local_worker, make_task
 from sparsetopo.fileio import FolderLock
@@ -277,6 +277,7 @@ def run_sweep(experiments: Iterable[Experiment], out: str | Path, *, jobs: int |
     result = SweepResult(total=len(specs))
     with FolderLock(out, "sweep"):
         runs_dir.mkdir(parents=True, exist_ok=True)
+        rebuild(out)  # a published folder without its store: keep the experiments registered there
         store = ResultsStore(out)
         try:
             _sweep(experiments, specs, store, runs_dir, result, t0, jobs=jobs, backend=backend,
