@@ -381,3 +381,31 @@ def test_a_corrupt_store_is_one_line_not_a_traceback(tmp_path, capsys, command):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "results.db: not a readable results store" in err and "move it away" in err
+
+
+def test_local_workers_spread_over_the_visible_gpus(tmp_path, monkeypatch):
+    """With several GPUs, each local worker sees one of them in turn (two workers, two GPUs: one each);
+    a run naming its device index (cuda:N) keeps CUDA's own numbering, and one GPU changes nothing."""
+    import json
+
+    import sparsetopo.experiments.runner as runner
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(runner, "visible_gpus", lambda: ("3", "5"))
+    monkeypatch.setenv("FAKE_RUN_SECONDS", "3")  # both workers start before either finishes
+    text = EXP.split("[stages.oneshot]")[0].replace("axes = { lr = [0.1, 100.0], seed = [0, 1] }",
+                                                     "axes = { lr = [0.1], seed = [0, 1] }") + "[profiles.paper]\n"
+    _, exp = experiment(tmp_path, text)
+    out = tmp_path / "out"
+    assert run_sweep([exp], out, jobs=2, run_fn=FAKE, progress=False).completed == 2
+    seen = sorted(json.loads((out / "runs" / r.id / "summary.json").read_text())["cuda_visible_devices"]
+                  for r in exp.runs)
+    assert seen == ["3", "5"]
+    specs = list(exp.runs)
+    assert runner.gpu_placement(specs) == ("3", "5")
+    explicit = [type(s)(**{**s.__dict__, "params": {**s.params, "device": "cuda:1"}}) for s in specs]
+    assert runner.gpu_placement(explicit) == ()
+    assert runner.gpu_placement([type(s)(**{**s.__dict__, "params": {**s.params, "device": "cpu"}})
+                                 for s in specs]) == ()
+    monkeypatch.setattr(runner, "visible_gpus", lambda: ("0",))
+    assert runner.gpu_placement(specs) == ()

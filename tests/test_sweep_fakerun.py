@@ -85,7 +85,7 @@ def run(command: str, params: dict[str, Any], out_dir: str | os.PathLike[str], *
         "layers": [{"name": "fc1", "shape": [300, 784], "nnz": int(235200 * (1 - sparsity)),
                     "density": 1 - sparsity}],
         "weights_total": 235200, "weights_nonzero": int(235200 * (1 - sparsity)),
-        "resumed_from_step": resumed_from,
+        "resumed_from_step": resumed_from, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     if command == "prune":
         summary["pruned_test_accuracy"] = final - 0.01

@@ -207,6 +207,10 @@ def test_a_cuda_run_trains_with_resident_data_and_its_checkpoint_loads_on_the_cp
     assert set(k.split(".")[0] for k in state["model"]) == {"fc1", "fc2", "fc3"}
     assert main(["inspect", str(out)]) == 0  # a CUDA-trained run inspects on the CPU
     del model
+    again = run("train", {"device": "cuda", "topology": "random:density=0.1", "steps": 60, "eval_every": 30},
+                tmp_path / "again")
+    assert metrics(tmp_path / "again") == metrics(out) and again["final_test_accuracy"] == s["final_test_accuracy"]
+    assert not torch.are_deterministic_algorithms_enabled()  # the run's settings do not outlive it
 
 
 def test_crop_flip_augmentation_draws_shifted_mirrored_windows_from_its_seed() -> None:

@@ -81,10 +81,12 @@ class LocalBackend:
     checkpoint) and then recorded as failed, while the runs that were only caught in the crash go on.
     """
 
-    def __init__(self, jobs: int, max_retries: int = 2) -> None:
+    def __init__(self, jobs: int, max_retries: int = 2, gpus: tuple[str, ...] = ()) -> None:
         self.jobs = jobs
         self.max_retries = max_retries
         self.ctx = multiprocessing.get_context("spawn")
+        self.gpus = gpus  # the CUDA devices the workers are spread over, one each in turn
+        self.gpu_slots = self.ctx.Value("i", 0)
         self.pool = self._new_pool()
         self.futures: dict[cf.Future, Task] = {}
         self.retries: dict[str, int] = {}
@@ -93,7 +95,7 @@ class LocalBackend:
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=self.ctx, initializer=init_local_worker,
-                                      initargs=(os.getpid(),))
+                                      initargs=(os.getpid(), self.gpu_slots, self.gpus))
 
     def accepts(self) -> bool:
         return not self.isolating and len(self.futures) < self.jobs
@@ -290,6 +292,31 @@ def run_sweep(experiments: Iterable[Experiment], out: str | Path, *, jobs: int |
     return result
 
 
+def visible_gpus() -> tuple[str, ...]:
+    """The CUDA devices this process sees, as ``CUDA_VISIBLE_DEVICES`` entries (none without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return ()
+    count = torch.cuda.device_count()
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d.strip() for d in given.split(",") if d.strip()] if given else [str(i) for i in range(count)]
+    return tuple(ids[:count])
+
+
+def gpu_placement(specs: list[RunSpec]) -> tuple[str, ...]:
+    """The GPUs to spread local workers over: every visible one when there are several and a run may use
+    CUDA (``--device auto`` or ``cuda``) without naming an index (``cuda:N`` keeps its own numbering)."""
+    gpus = visible_gpus()
+    if len(gpus) < 2:
+        return ()
+    devices = [describe(s.command, s.params).get("device") for s in specs]
+    devices = [d for d in devices if d is not None and d.kind in ("auto", "cuda")]
+    if not devices or any(d.index is not None for d in devices):
+        return ()
+    return gpus
+
+
 def _threads(spec: RunSpec) -> int:
     return int(spec.params.get("threads") or 1)
 
@@ -316,7 +343,8 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
         runner = ray_backend
     else:
         jobs = jobs or max(1, available_cores() // widest)
-        runner = LocalBackend(jobs, max_retries=max_retries) if pending else _NoBackend()
+        runner = (LocalBackend(jobs, max_retries=max_retries, gpus=gpu_placement(pending)) if pending
+                  else _NoBackend())
     by_id = {s.id: s for s in specs}
     tty = sys.stderr.isatty()
     show_bar = progress if progress is not None else tty

@@ -123,6 +123,13 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(0.5)
 
 
-def init_local_worker(parent_pid: int) -> None:
-    """Initialiser of a local worker process: exit as soon as the sweep process is gone."""
+def init_local_worker(parent_pid: int, gpu_slots: Any = None, gpus: tuple[str, ...] = ()) -> None:
+    """Initialiser of a local worker process: exit as soon as the sweep process is gone; with ``gpus`` (the
+    visible CUDA devices), see only the next of them in turn (``gpu_slots``: a shared counter), before
+    anything touches CUDA, so the workers spread over the GPUs, several per GPU when there are more."""
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if gpus and gpu_slots is not None:
+        with gpu_slots.get_lock():
+            slot = gpu_slots.value
+            gpu_slots.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]

@@ -144,6 +144,27 @@ def factory_network(mh: ModelHparams, input_shape: tuple[int, int, int], num_cla
     return Network(arch, {}, None, module=model)
 
 
+@contextlib.contextmanager
+def deterministic_accelerator(kind: str) -> Iterator[None]:
+    """On CUDA, for the run, the deterministic algorithms wherever torch has them (cuDNN without
+    autotuning, cuBLAS with a fixed workspace): the same seed then gives the same numbers on the same GPU
+    and software. An operation with no deterministic CUDA kernel still runs (with a warning), so such runs
+    may differ in the last bits. The caller's settings come back after the run."""
+    if kind != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[0], before[1]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
+
+
 def steps_per_epoch(dh: DataHparams) -> int:
     return math.ceil((dataset_info(dh.dataset).train_examples - dh.validation) / dh.batch_size)
 
@@ -247,12 +268,12 @@ def execute(placed: Placed, options: RunOptions, *, check: Callable[[RunDesc], N
     concrete = placed.concrete()
     check(concrete)
     out = placed.out
-    with FolderLock(out, "run"), run_threads(concrete.get("threads")):
+    device = resolve_device(concrete.group(TrainHparams).device)
+    with FolderLock(out, "run"), run_threads(concrete.get("threads")), deterministic_accelerator(device.kind):
         dh: DataHparams = concrete.group(DataHparams)
         mh: ModelHparams = concrete.group(ModelHparams)
         th: TrainHparams = concrete.group(TrainHparams)
         data = cached_dataset(dh.dataset, options.data_dir, dh.validation, options.mirror, not options.quiet)
-        device = resolve_device(th.device)
         net = network(concrete) if network is not None else network_for(mh, dh.dataset)
         model = build_network(mh, net, device.kind)
         if device.kind != "cpu":
