@@ -1,16 +1,17 @@
-"""Sparse DNN Graph Challenge rate: the numba engine against the scipy reference, on the 1024-neuron networks.
+"""Sparse DNN Graph Challenge rate: the numba engine against the scipy reference and GraphBLAS, at each size.
 
-For each depth (120 layers: the official network when its files are under the data root, else generated;
+For each width (``--neurons``, default 1024) and depth (120 layers: the official 1024-neuron network when
+its files are under the data root, else generated; other widths are always generated;
 480 and 1920 layers: generated from RadiX-Nets, seed 0) this times, interleaved and repeated (medians):
 the numba engine on 1 thread and on all threads over every input, and the scipy reference (single-threaded)
 with the numba engine on 1 thread over the reference's inputs (all for 120 layers, the first 6,000 deeper:
 the reference is slow). The rate is the challenge's: inputs x edges / inference time. Inputs: the official
-``sparse-images-1024.tsv`` when present, else the 60,000 regenerated from MNIST. Compared with
+``sparse-images-N.tsv`` when present, else the 60,000 regenerated from MNIST at that width. Compared with
 SuiteSparse:GraphBLAS's published single-thread 4.0e9-1.56e10 edges/s, and with SuiteSparse:GraphBLAS
 itself (python-graphblas, the benchmark extra) on the same inputs and threads, categories checked identical. The process CPU time is recorded
 too: on a shared machine, inputs x edges per CPU-second is the per-core rate that other jobs disturb least.
 
-    python benchmarks/bench_challenge.py [--layers 120 480 1920] [--repeats 3] [--data-dir DIR]
+    python benchmarks/bench_challenge.py [--neurons 1024 4096 16384] [--layers 120 480 1920] [--repeats 3]
 
 Prints a table and writes benchmarks/results/challenge.json.
 """
@@ -72,18 +73,24 @@ def graphblas_infer(inputs, mats, bias, ymax: float, threads: int):
     return np.unique(rows) + 1  # 1-based categories, like the engine's
 
 
-def network_for(layers: int, data_dir: str | None):
-    if layers == 120:
-        try:
-            weight_paths(1024, 120, data_dir)
-            return load_network(1024, 120, data_dir), "official"
-        except DataError:
-            pass
-    return generate_network(1024, layers, seed=0), "generated, seed 0"
+def network_for(neurons: int, layers: int, data_dir: str | None):
+    try:
+        weight_paths(neurons, layers, data_dir)
+        return load_network(neurons, layers, data_dir), "official"
+    except DataError:
+        return generate_network(neurons, layers, seed=0), "generated, seed 0"
+
+
+def inputs_for(neurons: int, data_dir: str | None):
+    source = inputs_path(neurons, data_dir)
+    if source is not None:
+        return load_inputs_file(source, neurons), str(source)
+    return cached_mnist_inputs(neurons, data_dir), "regenerated from MNIST (FFT resampling)"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--neurons", type=int, nargs="+", default=[1024], help="widths to run")
     parser.add_argument("--layers", type=int, nargs="+", default=[120, 480, 1920], help="depths to run")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each method (median)")
     parser.add_argument("--inputs", type=int, default=None, help="use only the first INPUTS inputs")
@@ -93,25 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS), help="JSON file to write")
     args = parser.parse_args(argv)
 
-    source = inputs_path(1024, args.data_dir)
-    if source is not None:
-        inputs, input_name = load_inputs_file(source, 1024), str(source)
-    else:
-        inputs, input_name = cached_mnist_inputs(1024, args.data_dir), "regenerated from MNIST (FFT resampling)"
-    if args.inputs:
-        inputs = inputs[: args.inputs]
-    n_in = inputs.shape[0]
     most = resolve_threads(None)
-    infer(generate_network(1024, 1), inputs[:4], threads=1)          # compile / load the kernels
     load_start = os.getloadavg()
     rows = []
-    print(f"inputs: {n_in:,} ({input_name}); threads available: {most}; load average {load_start[0]:.1f}")
-    header = (f"{'layers':>6} {'network':<18} {'method':<14} {'inputs':>7} {'time s':>8} {'edges/s':>9} "
+    sources = {}
+    header = (f"{'neurons':>7} {'layers':>6} {'network':<18} {'method':<14} {'inputs':>7} {'time s':>8} {'edges/s':>9} "
               f"{'per core':>9} {'vs scipy':>8} {'vs GraphBLAS 1T':>16} {'CPU s':>7} {'per CPU s':>9}")
-    print(header)
-    print("-" * len(header))
-    for n_layers in args.layers:
-        net, kind = network_for(n_layers, args.data_dir)
+    for neurons, n_layers in ((n, layers) for n in args.neurons for layers in args.layers):
+        inputs, input_name = inputs_for(neurons, args.data_dir)
+        if args.inputs:
+            inputs = inputs[: args.inputs]
+        n_in = inputs.shape[0]
+        if neurons not in sources:
+            sources[neurons] = input_name
+            infer(generate_network(neurons, 1), inputs[:4], threads=1)          # compile / load the kernels
+            print(f"{neurons} neurons: inputs {n_in:,} ({input_name}); threads available: {most}; "
+                  f"load average {os.getloadavg()[0]:.1f}")
+            print(header)
+            print("-" * len(header))
+        net, kind = network_for(neurons, n_layers, args.data_dir)
         infer(net.subset(1), inputs[:4], threads=1)                   # kernels for this network's arrays
         edges = net.edges
         n_ref = args.reference_inputs or (n_in if n_layers <= 120 else min(n_in, 6000))
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu_seconds = statistics.median(cpu[name])
             per_cpu_second = count * edges / cpu_seconds
             row = {
-                "layers": n_layers, "network": kind, "method": name, "inputs": count, "threads": threads,
+                "neurons": neurons, "layers": n_layers, "network": kind, "method": name, "inputs": count, "threads": threads,
                 "edges": edges, "seconds_median": seconds, "seconds_all": times[name], "rate": rate,
                 "rate_per_core": per_core, "vs_scipy_rate": rate / scipy_rate,
                 "cpu_seconds_median": cpu_seconds, "rate_per_cpu_second": per_cpu_second,
@@ -161,19 +168,19 @@ def main(argv: list[str] | None = None) -> int:
             }
             rows.append(row)
             gb = f"{per_core / GRAPHBLAS_1T[1]:.1f}x-{per_core / GRAPHBLAS_1T[0]:.1f}x"
-            print(f"{n_layers:>6} {kind:<18} {name:<14} {count:>7} {seconds:>8.3f} {rate:>9.2e} {per_core:>9.2e} "
+            print(f"{neurons:>7} {n_layers:>6} {kind:<18} {name:<14} {count:>7} {seconds:>8.3f} {rate:>9.2e} {per_core:>9.2e} "
                   f"{rate / scipy_rate:>7.1f}x {gb:>16} {cpu_seconds:>7.3f} {per_cpu_second:>9.2e}")
         gb_agree = {name: bool(np.array_equal(outcome[name], outcome["numba 1T"]))
                     for name in outcome if name.startswith("GraphBLAS")}
         for row in rows:
-            if row["layers"] == n_layers:
+            if (row["neurons"], row["layers"]) == (neurons, n_layers):
                 row["graphblas_equals_numba"] = gb_agree
         print(f"{'':>6} categories: {outcome['numba 1T'].size:,} of {n_in:,}; numba and scipy agree on the first "
               f"{n_ref:,}: {agree}; GraphBLAS and numba agree: {gb_agree}")
         sys.stdout.flush()
     load_end = os.getloadavg()
     report = {
-        "benchmark": "sparse DNN graph challenge, 1024 neurons", "inputs": n_in, "inputs_source": input_name,
+        "benchmark": "sparse DNN graph challenge", "neurons": args.neurons, "inputs_source": sources,
         "graphblas_1t_published": GRAPHBLAS_1T, "threads_available": most, "repeats": args.repeats,
         "load_average_start": load_start, "load_average_end": load_end, "machine": platform.processor()
         or platform.machine(), "cpu_count": os.cpu_count(), "rows": rows,
