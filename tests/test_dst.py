@@ -168,3 +168,24 @@ def test_dynamic_training_needs_a_sparse_topology(tmp_path, capsys):
     assert "give a sparse --topology" in capsys.readouterr().err
     assert main(["prune", "--sparsity", "0.5", "--dst", "rigl", "--steps", "5", "--end", "4", "--begin", "1",
                  "--frequency", "1", "--quiet", "--out", str(tmp_path / "p")]) == 2
+
+
+def test_rigl_from_an_erk_start_keeps_each_layers_erk_count(tmp_path):
+    """RigL's usual start (ERK-distributed densities): every layer keeps exactly its ERK share of the
+    connections through the updates, and the shares differ between layers as ERK says."""
+    from sparsetopo.topology import load_topology
+
+    out = tmp_path / "erk"
+    assert main(["train", "--topology", "random:density=0.1,mode=exact,distribution=erk", "--dst", "rigl",
+                 "--steps", "40", "--eval-every", "40", "--dst-interval", "10", "--threads", "1", "--quiet",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    fc1, fc2 = summary["layers"][0], summary["layers"][1]
+    from sparsetopo.topology.randomnets import erk_densities
+
+    d1, d2 = erk_densities([(300, 784), (100, 300)], 0.1)
+    assert fc1["nnz"] == math.floor(d1 * 300 * 784 + 0.5) and fc2["nnz"] == math.floor(d2 * 100 * 300 + 0.5)
+    assert fc2["density"] > 0.1 > fc1["density"]
+    final = load_topology(out / "topology.npz")
+    assert [int(m.nnz) for m in final.layers[:2]] == [fc1["nnz"], fc2["nnz"]]
+    assert summary["dst"]["updates"] == 3
