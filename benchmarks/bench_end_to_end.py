@@ -16,6 +16,10 @@ Writes ``benchmarks/results/bench_end_to_end.json`` (or ``bench_init_study.json`
 
 from __future__ import annotations
 
+import sparsetopo  # noqa: F401  first: it sets OMP_WAIT_POLICY=PASSIVE (fair sharing) before torch loads
+
+# isort: split
+
 import argparse
 import gzip
 import json

@@ -21,6 +21,10 @@ process on the same inputs. Prints a table and writes ``benchmarks/results/bench
 
 from __future__ import annotations
 
+import sparsetopo  # noqa: F401  first: it sets OMP_WAIT_POLICY=PASSIVE (fair sharing) before torch loads
+
+# isort: split
+
 import argparse
 import os
 import platform

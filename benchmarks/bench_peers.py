@@ -14,6 +14,10 @@ that is not installed is skipped, and the table says so.
 
 from __future__ import annotations
 
+import sparsetopo  # noqa: F401  first: it sets OMP_WAIT_POLICY=PASSIVE (fair sharing) before torch loads
+
+# isort: split
+
 import argparse
 import json
 import math

@@ -22,6 +22,10 @@ Rows (``--rows``, comma-separated):
 
 from __future__ import annotations
 
+import sparsetopo  # noqa: F401  first: it sets OMP_WAIT_POLICY=PASSIVE (fair sharing) before torch loads
+
+# isort: split
+
 import argparse
 import copy
 import json
