@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from sparsetopo.data.tensors import Dataset, Split
-from sparsetopo.desc.factories import load_factory
+from sparsetopo.desc.factories import is_factory, load_factory
 from sparsetopo.errors import ConfigError
 
 
@@ -83,7 +83,7 @@ def dataset_info(name: str) -> DatasetInfo:
     """Shapes and sizes of a registry dataset (from the registry) or a factory's (by loading it, once)."""
     from sparsetopo.data.registry import get_spec
 
-    if ":" in name:
+    if is_factory(name):
         data = load_factory_dataset(name)
         return DatasetInfo(data.input_shape, data.num_classes, len(data.train))
     spec = get_spec(name)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from sparsetopo.data import ensure_datasets
 from sparsetopo.data.files import resolve_root
+from sparsetopo.desc.factories import is_factory
 from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.results import REGISTRY, ResultsStore, rebuild
@@ -334,7 +335,7 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
     result.skipped = len(specs) - len(pending)
     if pending and run_fn == DEFAULT_RUN_FN:  # every dataset there, or one error, before any run starts
         ensure_datasets(sorted({d for d in (describe(s.command, s.params).get("dataset") for s in pending)
-                                if ":" not in d}), options["data_dir"])  # a user's dataset factory loads itself
+                                if not is_factory(d)}), options["data_dir"])  # a user's dataset factory loads itself
     widest = max((_threads(s) for s in pending), default=1)
     runner: Backend
     if backend == "ray":

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from sparsetopo.errors import ConfigError
-from sparsetopo.models.sparsify import replace_module, weight_modules
+from sparsetopo.models.sparsify import _replacement, replace_module, weight_modules
 from sparsetopo.nn import SparseConv2d, SparseLinear
 from sparsetopo.pruning.gradual import GradualPruning
 from sparsetopo.pruning.magnitude import layer_sparsity, magnitude_masks
@@ -95,23 +95,8 @@ def masked_layers(model: nn.Module, layers: Iterable[str] | None,
                 module = same
             out[name] = module
             continue
-        if isinstance(module, nn.Conv2d) and module.groups != 1:
-            raise ConfigError(f"layer {name}: grouped convolutions cannot be pruned here")
-        ones = torch.ones(module.weight.shape, dtype=torch.bool)
-        bias = module.bias is not None
-        if isinstance(module, nn.Linear):
-            new: nn.Module = SparseLinear(module.in_features, module.out_features, ones.numpy(), bias=bias,
-                                          backend="masked")
-        else:
-            if isinstance(module.padding, str) or module.padding_mode != "zeros":
-                raise ConfigError(f"layer {name}: padding {module.padding!r} / padding_mode "
-                                  f"{module.padding_mode!r} are not supported; give the zero padding in pixels")
-            new = SparseConv2d(module.in_channels, module.out_channels, module.kernel_size, ones.numpy(),
-                               stride=module.stride, padding=module.padding, bias=bias, backend="masked",
-                               dilation=module.dilation)
-        new = new.to(device=module.weight.device, dtype=module.weight.dtype)
-        new.load_state_dict({"weight": module.weight.detach(), **({"bias": module.bias.detach()} if bias else {})},
-                            strict=False)
+        # a plain layer: the same layer, masked, its weights kept and nothing removed yet
+        new = _replacement(name, module, torch.ones(module.weight.shape, dtype=torch.bool).numpy(), "keep", "masked")
         _swap_parameters(optimizer, module, new)
         replace_module(model, name, new)
         out[name] = new

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sparsetopo.errors import ConfigError
-from sparsetopo.pruning.magnitude import magnitude_masks
+from sparsetopo.pruning.magnitude import layer_sparsity, magnitude_masks
 from sparsetopo.pruning.schedule import check_schedule, cubic_sparsity, is_pruning_step
 
 
@@ -39,7 +39,7 @@ class GradualPruning:
         self.global_prune = global_prune
         self.history: list[dict[str, Any]] = []
         # a layer that starts sparse keeps what it lacks: its target never drops below where it started
-        self.floor = {n: float((~m.mask_dense()).sum()) / m.mask_dense().numel() for n, m in self.layers.items()}
+        self.floor = layer_sparsity({n: m.mask_dense() for n, m in self.layers.items()})
 
     def sparsity_at(self, step: int) -> float:
         return cubic_sparsity(step, self.final, self.initial, self.begin, self.end, self.frequency)

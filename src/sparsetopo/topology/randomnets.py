@@ -258,7 +258,6 @@ def relabel_units(topo: Topology, seed: int) -> Topology:
     return Topology(layers, names=topo.names, meta={"kind": "relabelled", "seed": int(seed), "of": topo.meta})
 
 
-
 def erk_densities(weight_shapes: Sequence[Sequence[int]], density: float) -> list[float]:
     """Per-layer densities of the Erdős–Rényi-Kernel distribution (Evci et al. 2020, RigL) for layers whose
     weights have the given shapes (``(out, in)`` or ``(out, in, kh, kw)``), so that all of them together

@@ -25,8 +25,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-
-
 @dataclass(frozen=True)
 class ModelArgs:
     """The keyword arguments of a model factory, by their canonical JSON text."""
@@ -190,18 +188,19 @@ def resolve_device(spec: DeviceSpec) -> DeviceSpec:
     """``auto`` made concrete on this machine; an accelerator that is not there is refused."""
     import torch
 
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
     if spec.kind == "auto":
         if torch.cuda.is_available():
             return DeviceSpec("cuda", spec.index)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if mps:
             return DeviceSpec("mps")
         return DeviceSpec("cpu")
     if spec.kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is visible to this process (use --device cpu or auto)")
     if spec.kind == "cuda" and spec.index is not None and spec.index >= torch.cuda.device_count():
         raise ConfigError(f"--device cuda:{spec.index}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if spec.kind == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                   and torch.backends.mps.is_available()):
+    if spec.kind == "mps" and not mps:
         raise ConfigError("--device mps: MPS is not available here (use --device cpu or auto)")
     return spec
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -160,9 +162,6 @@ def restore_structures(payload: dict[str, Any], model: nn.Module) -> None:
         elif prefix + "weight_indptr" in state:
             indptr = state[prefix + "weight_indptr"].numpy()
             indices = state[prefix + "weight_indices"].numpy()
-            import numpy as np
-            import scipy.sparse as sp
-
             mask = sp.csr_array((np.ones(indices.size, dtype=bool), indices, indptr), shape=(layer._rows, layer._cols))
             if len(layer.weight_shape) == 4:
                 mask = mask.toarray().reshape(layer.weight_shape)
