@@ -115,6 +115,22 @@ def test_sparsify_takes_patterns_mappings_callables_and_topologies():
                             "random:density=0.5")
 
 
+def test_a_layer_refused_late_leaves_the_whole_model_untouched():
+    """The grouped convolution comes after a layer that could be sparsified: nothing is replaced, not the
+    first half of the model, in sparsify or in the pruner."""
+    def net() -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(4, 8, 3), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 2, 1))
+
+    model = net()
+    with pytest.raises(ConfigError, match="layer 2: grouped convolutions"):
+        sparsetopo.sparsify(model, "random:density=0.5")
+    assert all(type(m) is nn.Conv2d for m in model)
+    model = net()
+    with pytest.raises(ConfigError, match="layer 2: grouped convolutions"):
+        sparsetopo.GradualPruner(model, 0.5, begin=0, end=10)
+    assert all(type(m) is nn.Conv2d for m in model)
+
+
 def test_weight_granularity_draws_single_kernel_weights():
     model, report = sparsetopo.sparsify(Residual(), "random:density=0.3", layers=["down"], granularity="weight")
     mask = model.down.mask_dense()
@@ -274,6 +290,14 @@ def test_a_cli_run_and_a_sweep_with_a_users_model_factory(tmp_path, monkeypatch,
     for bad, message in (("own_models:not_a_model", "not an nn.Module"), ("own_models:nope", "cannot load the factory"),
                          ("resnet99", "choose one of lenet300, lenet5, resnet20")):
         assert main(["train", "--model", bad, "--steps", "3", "--quiet", "--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    # a spec's density and a --scale that disagree, or a scale beside a topology with its own densities
+    for topology, scale, message in (
+            ("random:density=0.5", "neurons:0.1", "has density 0.5 but --scale neurons:0.1 implies 0.1"),
+            ("radix:density=0.5", "neurons:1/4", "has density 0.5 but --scale neurons:0.25 implies 0.25"),
+            ("radix:systems=4x4,kron=2x2x1", "neurons:0.5", "brings its own densities")):
+        assert main(["train", "--model", "own_models:mlp", "--topology", topology, "--scale", scale, "--steps", "3",
+                     "--quiet", "--out", str(tmp_path / "bad")]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
     path = tmp_path / "own.toml"
     path.write_text(textwrap.dedent("""

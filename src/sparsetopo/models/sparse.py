@@ -22,7 +22,7 @@ from sparsetopo.models.registry import DEFAULT_WIDTHS, model_arch
 from sparsetopo.topology import Topology, load_topology, radix_net, random_topology
 from sparsetopo.topology.radix import radix_fit
 from sparsetopo.topology.randomnets import erk_densities, relabel_units
-from sparsetopo.topology.spec import Scale, TopologySpec, parse_scale, parse_topology
+from sparsetopo.topology.spec import Scale, TopologySpec, agreed_density, parse_scale, parse_topology
 
 
 def scaled_widths(model: str, widths: tuple[int, ...] | None, scale: Scale | None) -> tuple[int, ...]:
@@ -119,10 +119,7 @@ def resolve_network(
                               "use --topology random (or radix:...)")
         return Network(arch, {}, None)
     if spec.kind == "random":
-        if spec.density is not None and density is not None and not np.isclose(spec.density, density):
-            raise ConfigError(f"--topology {topology} has density {spec.density:g} but --scale {scale} implies "
-                              f"{density:g}; drop the density from the spec or make them agree")
-        d = spec.density if spec.density is not None else density
+        d = agreed_density(spec, sc)
         if d is None:
             raise ConfigError(f"--topology {topology}: give density=D in the spec or a --scale")
         topo_seed = seed if spec.seed is None else spec.seed
@@ -138,10 +135,7 @@ def resolve_network(
             meta |= {"distribution": spec.distribution, "densities": per_layer}
         topo = Topology(layers, names=sparse_names, meta=meta)
     elif spec.kind == "radix" and spec.fitted:
-        if spec.density is not None and density is not None and not np.isclose(spec.density, density):
-            raise ConfigError(f"--topology {topology} has density {spec.density:g} but --scale {scale} implies "
-                              f"{density:g}; drop the density from the spec or make them agree")
-        d = spec.density if spec.density is not None else (None if spec.auto else density)
+        d = None if spec.auto and spec.density is None else agreed_density(spec, sc)
         if d is None and not spec.auto:
             raise ConfigError(f"--topology {topology}: give density=D or auto in the spec, or a --scale")
         shapes = [(arch.layer(n).fan_in, arch.layer(n).fan_out) for n in sparse_names]

@@ -249,15 +249,20 @@ def sparsify(model: nn.Module, topology: TopologyArg, *, layers: Iterable[str] |
             chosen.append((name, module, spec))
         densities = _random_densities(chosen)
         adjs = _adjacencies(chosen, seed, densities)
-    rng = np.random.default_rng(seed)
-    report: list[Replaced] = []
-    for name, module, spec in chosen:
+    for name, module, _ in chosen:  # checked before the first layer is built
         if isinstance(module, nn.Conv2d):
             _check_conv(name, module)
+    # every replacement is built before the first one goes in: a layer refused half-way leaves the model as
+    # it was, not half converted
+    rng = np.random.default_rng(seed)
+    built: list[tuple[str, nn.Module, nn.Module]] = []
+    for name, module, spec in chosen:
         density = densities.get(name) if spec.kind == "random" else None
         km = kernel_masks.get(name)
         mask = km if km is not None else _weight_mask(adjs[name], module, granularity, density, rng)
-        new = _replacement(name, module, mask, init, backend)
+        built.append((name, module, _replacement(name, module, mask, init, backend)))
+    report: list[Replaced] = []
+    for name, module, new in built:
         replace_module(model, name, new)
         report.append(Replaced(name, "linear" if isinstance(module, nn.Linear) else "conv",
                                tuple(module.weight.shape), int(new.nnz), float(new.density), str(new.backend)))

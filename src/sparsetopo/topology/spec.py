@@ -222,6 +222,18 @@ def parse_topology(spec: str | TopologySpec) -> TopologySpec:
     return TopologySpec("radix", systems=systems, kron=kron, trim=trim, permute=permute)
 
 
+def agreed_density(spec: TopologySpec, scale: Scale | None) -> float | None:
+    """The density a random or fitted RadiX spec gets: its own ``density=``, else the scale's. A spec and a
+    scale that name different densities are refused, naming both."""
+    if spec.density is not None and scale is not None and not math.isclose(spec.density, scale.density,
+                                                                            rel_tol=1e-9, abs_tol=1e-12):
+        raise ConfigError(f"--topology {spec} has density {format_number(spec.density)} but --scale {scale} implies "
+                          f"{format_number(scale.density)}; drop the density from the spec or make them agree")
+    if spec.density is not None:
+        return spec.density
+    return None if scale is None else scale.density
+
+
 def parse_scale(text: str | Scale | None) -> Scale | None:
     """Parse a ``--scale``; None or an empty string is no scale."""
     if text is None or isinstance(text, Scale):

@@ -29,6 +29,7 @@ from sparsetopo.models import instantiate
 from sparsetopo.models.sparse import Network, resolve_network
 from sparsetopo.system import default_threads
 from sparsetopo.topology import load_topology, save_topology
+from sparsetopo.topology.spec import agreed_density
 from sparsetopo.training import rundir
 from sparsetopo.training.dst import DynamicSparsity, structure_topology
 from sparsetopo.training.hparams import DataHparams, DSTHparams, ModelHparams, TrainHparams, resolve_device
@@ -135,7 +136,10 @@ def factory_network(mh: ModelHparams, input_shape: tuple[int, int, int], num_cla
         if spec.kind == "dense":
             raise ConfigError(f"--scale {mh.scale} asks for density {mh.scale.density:g}, but --topology dense has "
                               "density 1; use --topology random (or radix)")
-        spec = dataclasses.replace(spec, density=spec.density if spec.density is not None else mh.scale.density)
+        if not (spec.kind == "random" or (spec.kind == "radix" and spec.fitted)):
+            raise ConfigError(f"--scale {mh.scale}: --topology {spec} brings its own densities; a model factory takes "
+                              "--scale only with random:... or radix:density=D; drop --scale")
+        spec = dataclasses.replace(spec, density=agreed_density(spec, mh.scale))
     if spec.kind == "dense" or not sample:
         return Network(arch, {}, None, module=model)
     init = mh.init.kind if mh.init.kind in ("sparse", "dense") else "sparse"
