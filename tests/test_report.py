@@ -114,7 +114,7 @@ def test_report_writes_every_figure_table_and_the_page(report):
     for name in ("fig7_accuracy", "fig7_runs", "fig8_instability", "fig9_accuracy", "fig9_runs"):
         assert (report / "tables" / f"{name}.csv").exists() and (report / "tables" / f"{name}.md").exists()
     assert page.index("Title fig7") < page.index("Title fig8") < page.index("Title fig9")
-    assert "Plateau test" in page and "the paper says" in page
+    assert "Plateau test" in page and "| figure | claim | our runs | verdict |" in page
 
 
 def test_tables_hold_mean_std_and_n_over_seeds(report):

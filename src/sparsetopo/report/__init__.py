@@ -98,7 +98,7 @@ def _page(data: ReportData, sections: list[tuple[dict, Section]], page_dir: Path
             lines += [f"### {table.title}", "", table.markdown(), "",
                       f"CSV: [tables/{table.name}.csv](tables/{table.name}.csv)", ""]
         if sec.findings:
-            lines += ["### The paper's findings beside ours", "", _findings_md(sec.findings), ""]
+            lines += ["### Claims beside our runs", "", _findings_md(sec.findings), ""]
             all_findings += sec.findings
     if all_findings:
         lines += ["## All findings", "", _findings_md(all_findings), ""]
@@ -128,10 +128,11 @@ def _protocol(data: ReportData, exps: list[dict]) -> list[str]:
 
 
 def _findings_md(findings: list[Finding]) -> str:
-    rows = ["| figure | the paper says | our runs | verdict |", "|---|---|---|---|"]
+    rows = ["| figure | claim | our runs | verdict |", "|---|---|---|---|"]
     for f in findings:
         rows.append(f"| {f.figure} | {f.paper} | {f.ours} | {f.verdict} |".replace("\n", " "))
-    return "\n".join(rows)
+    return "\n".join(rows + ["", "A claim under one of the paper's figures (Fig. …) is the paper's (section III); any "
+                                  "other is the hypothesis an extension of the study tests."])
 
 
 def _anchor(title: str) -> str:
