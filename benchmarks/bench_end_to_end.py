@@ -9,6 +9,12 @@ test accuracy.
     python benchmarks/bench_end_to_end.py                         # H=30000 (x100) at density 1/100
     python benchmarks/bench_end_to_end.py --hidden 1000000 --density 0.001 --backends sparse
     python benchmarks/bench_end_to_end.py --init-study            # init="dense" vs "sparse" (see docs)
+    python benchmarks/bench_end_to_end.py --hidden 1000000 --density 0.001 --backends sparse --dst none,rigl
+
+``--dst`` trains each backend once per method: ``none`` (the fixed random structure) and ``set`` / ``rigl``
+(sparsetopo's DynamicSparsity callback after each optimiser step: an update every ``--dst-interval`` steps,
+``--dst-fraction`` replaced at first, cosine decay to 75% of the epoch). The time spent in the updates is
+reported beside the epoch's.
 
 MNIST is read from ``$SPARSETOPO_DATA/mnist`` or ``/work/shared/data/mnist`` (the four IDX ``.gz`` files).
 Writes ``benchmarks/results/bench_end_to_end.json`` (or ``bench_init_study.json``).
@@ -38,6 +44,7 @@ from torch import nn
 from sparsetopo.fileio import atomic_write_json
 from sparsetopo.nn import SparseLinear, count_weights, kernels, sparse_layers
 from sparsetopo.topology import random_topology
+from sparsetopo.training.dst import DynamicSparsity
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -82,12 +89,17 @@ def build_mlp(hidden: int, density: float, backend: str, init: str, seed: int) -
 
 
 def train_epoch(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, lr: float, momentum: float,
-                batch: int, seed: int, max_steps: int | None = None) -> dict:
+                batch: int, seed: int, max_steps: int | None = None, dst: str = "none", dst_interval: int = 100,
+                dst_fraction: float = 0.3) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(xs.shape[0], generator=g)
+    total_steps = xs.shape[0] // batch if not max_steps else min(max_steps, xs.shape[0] // batch)
+    updater = None if dst == "none" else DynamicSparsity(
+        model, dst, interval=dst_interval, fraction=dst_fraction, end_step=int(0.75 * total_steps), seed=seed)
     losses = []
     steps = 0
+    update_s = 0.0
     t0 = time.perf_counter()
     for i in range(0, xs.shape[0] - batch + 1, batch):
         idx = order[i:i + batch]
@@ -95,12 +107,21 @@ def train_epoch(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, lr: float,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
         steps += 1
+        if updater is not None:
+            u0 = time.perf_counter()
+            updater.on_step_end(steps, model, opt)
+            update_s += time.perf_counter() - u0
+        losses.append(loss.item())
         if max_steps and steps >= max_steps:
             break
-    return {"epoch_s": time.perf_counter() - t0, "steps": steps,
-            "train_loss_last100": float(np.mean(losses[-100:]))}
+    out = {"epoch_s": time.perf_counter() - t0, "steps": steps, "train_loss_last100": float(np.mean(losses[-100:]))}
+    if updater is not None:
+        out |= {"dst": dst, "dst_updates": len(updater.history), "dst_update_s": update_s,
+                "dst_changed": [round(float(np.mean([v["changed"] for v in h["layers"].values()])), 4)
+                                for h in updater.history]}
+        updater.remove()
+    return out
 
 
 @torch.no_grad()
@@ -128,10 +149,11 @@ def child(args: argparse.Namespace) -> int:
     build_s = time.perf_counter() - t0
     rss_model = peak_rss_mib()
     total, nonzero = count_weights(model)
-    stats = train_epoch(model, xs, ys, args.lr, args.momentum, args.batch, args.seed, args.max_steps)
+    stats = train_epoch(model, xs, ys, args.lr, args.momentum, args.batch, args.seed, args.max_steps,
+                        dst=args.dst, dst_interval=args.dst_interval, dst_fraction=args.dst_fraction)
     rss_train = peak_rss_mib()  # high-water mark of loading + building + training (before evaluation)
     acc = accuracy(model, xt, yt, batch=args.batch)
-    out = {"backend": args.backend, "hidden": args.hidden, "density": args.density,
+    out = {"backend": args.backend, "dst": args.dst, "hidden": args.hidden, "density": args.density,
            "weights_total": total, "weights_nonzero": nonzero,
            "kernels": [m.kernel_name() for _, m in sparse_layers(model)],
            "build_s": build_s, **stats, "test_acc": acc,
@@ -143,10 +165,11 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_child(args: argparse.Namespace, backend: str) -> dict:
+def run_child(args: argparse.Namespace, backend: str, dst: str = "none") -> dict:
     cmd = [sys.executable, __file__, "--child", "--backend", backend, "--hidden", str(args.hidden),
            "--density", str(args.density), "--lr", str(args.lr), "--momentum", str(args.momentum),
-           "--batch", str(args.batch), "--seed", str(args.seed), "--init", args.init]
+           "--batch", str(args.batch), "--seed", str(args.seed), "--init", args.init, "--dst", dst,
+           "--dst-interval", str(args.dst_interval), "--dst-fraction", str(args.dst_fraction)]
     if args.max_steps:
         cmd += ["--max-steps", str(args.max_steps)]
     t0 = time.perf_counter()
@@ -164,34 +187,43 @@ def run_child(args: argparse.Namespace, backend: str) -> dict:
 
 def end_to_end(args: argparse.Namespace) -> int:
     backends = args.backends.split(",")
+    methods = args.dst.split(",")
+    bad = [m for m in methods if m not in ("none", "set", "rigl")]
+    if bad:
+        raise SystemExit(f"--dst {args.dst}: {', '.join(bad)} is not a method; use none, set and rigl")
+    configs = [(b, m) for b in backends for m in methods]
+    label = {c: c[0] if methods == ["none"] else f"{c[0]}/{c[1]}" for c in configs}
     load = os.getloadavg()
-    runs: dict[str, list[dict]] = {b: [] for b in backends}
+    runs: dict[str, list[dict]] = {label[c]: [] for c in configs}
     for rep in range(args.repeats):
-        for b in backends:
-            r = run_child(args, b)
-            runs[b].append(r)
+        for c in configs:
+            name = label[c]
+            r = run_child(args, *c)
+            runs[name].append(r)
             if r.get("failed"):
-                print(f"{b}: failed ({r['error']})", flush=True)
+                print(f"{name}: failed ({r['error']})", flush=True)
             else:
-                print(f"{b:>7} run {rep + 1}: epoch {r['epoch_s']:.1f}s ({r['steps']} steps), process "
+                extra = (f", {r['dst_updates']} updates in {r['dst_update_s']:.1f}s" if r.get("dst_updates") else "")
+                print(f"{name:>7} run {rep + 1}: epoch {r['epoch_s']:.1f}s ({r['steps']} steps{extra}), process "
                       f"{r['wall_s']:.1f}s, peak RSS {r['peak_rss_mib']:.0f} MiB, test acc {r['test_acc']:.4f}, "
                       f"kernels {r['kernels']}", flush=True)
 
-    def med(b: str, key: str) -> float | None:
-        vals = [r[key] for r in runs[b] if not r.get("failed")]
+    def med(name: str, key: str) -> float | None:
+        vals = [r[key] for r in runs[name] if not r.get("failed") and key in r]
         return float(np.median(vals)) if vals else None
 
-    summary = {b: {k: med(b, k) for k in ("epoch_s", "wall_s", "peak_rss_mib", "test_acc",
-                                          "rss_after_data_mib")} for b in backends}
+    summary: dict = {name: {k: med(name, k) for k in ("epoch_s", "wall_s", "peak_rss_mib", "test_acc",
+                                                      "rss_after_data_mib", "dst_update_s")} for name in runs}
     print(f"\n784-{args.hidden}-100-10, density {args.density}, batch {args.batch}, {args.repeats} run(s), "
           f"medians:")
-    print(f"{'backend':>8} {'epoch s':>9} {'process s':>10} {'peak RSS MiB':>13} {'test acc':>9}")
-    for b in backends:
-        s = summary[b]
+    print(f"{'run':>12} {'epoch s':>9} {'updates s':>10} {'process s':>10} {'peak RSS MiB':>13} {'test acc':>9}")
+    for name, s in summary.items():
         if s["epoch_s"] is None:
-            print(f"{b:>8} {'failed':>9}")
+            print(f"{name:>12} {'failed':>9}")
             continue
-        print(f"{b:>8} {s['epoch_s']:>9.1f} {s['wall_s']:>10.1f} {s['peak_rss_mib']:>13.0f} {s['test_acc']:>9.4f}")
+        upd = "-" if s["dst_update_s"] is None else f"{s['dst_update_s']:.1f}"
+        print(f"{name:>12} {s['epoch_s']:>9.1f} {upd:>10} {s['wall_s']:>10.1f} {s['peak_rss_mib']:>13.0f} "
+              f"{s['test_acc']:>9.4f}")
     if "masked" in summary and "sparse" in summary and summary["masked"]["epoch_s"] and summary["sparse"]["epoch_s"]:
         m, s = summary["masked"], summary["sparse"]
         summary["speedup_epoch"] = m["epoch_s"] / s["epoch_s"]
@@ -201,6 +233,18 @@ def end_to_end(args: argparse.Namespace) -> int:
         print(f"sparse vs masked: epoch x{summary['speedup_epoch']:.1f} faster, peak RSS "
               f"{summary['rss_ratio']:.2f} of masked ({summary['rss_ratio_above_data']:.3f} counting only "
               f"memory above the {base:.0f} MiB of torch + numba + MNIST)")
+    for b in backends:
+        static = summary.get(f"{b}/none")
+        for m in methods:
+            dyn = summary.get(f"{b}/{m}")
+            if m == "none" or not static or not dyn or not static["epoch_s"] or not dyn["epoch_s"]:
+                continue
+            summary[f"{b}/{m}_vs_static"] = {"epoch_ratio": dyn["epoch_s"] / static["epoch_s"],
+                                              "rss_ratio": dyn["peak_rss_mib"] / static["peak_rss_mib"],
+                                              "test_acc_diff": dyn["test_acc"] - static["test_acc"]}
+            print(f"{b}: {m} vs static: epoch x{dyn['epoch_s'] / static['epoch_s']:.2f}, peak RSS "
+                  f"x{dyn['peak_rss_mib'] / static['peak_rss_mib']:.2f}, test accuracy "
+                  f"{100 * (dyn['test_acc'] - static['test_acc']):+.2f} points")
     out = args.out or str(RESULTS / "bench_end_to_end.json")
     atomic_write_json(out, {"benchmark": "end_to_end", "argv": sys.argv[1:], "loadavg_before": load,
                             "loadavg_after": os.getloadavg(), "runs": runs, "summary": summary})
@@ -255,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="compare init='dense' and init='sparse' on 784-300-100-10 instead")
     p.add_argument("--densities", default="0.1,0.01", help="densities for --init-study (default 0.1,0.01)")
     p.add_argument("--seeds", type=int, default=2, help="seeds for --init-study (default 2)")
+    p.add_argument("--dst", default="none",
+                   help="methods to train each backend with, comma-separated: none, set, rigl (default none)")
+    p.add_argument("--dst-interval", type=int, default=100, help="steps between structure updates (default 100)")
+    p.add_argument("--dst-fraction", type=float, default=0.3, help="fraction replaced at first (default 0.3)")
     p.add_argument("--out", default=None, help="JSON output path (default under benchmarks/results/)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", default="auto", help=argparse.SUPPRESS)

@@ -353,3 +353,29 @@ def test_the_dst_section_compares_each_method_with_its_static_start(tmp_path):
     assert "90% (random): +1.00 points" in set_line and set_line.rstrip().endswith("| agrees |")
     assert rigl_line.rstrip().endswith("| differs |")  # RigL behind static here
     assert (tmp_path / "r" / "figures" / "dst_accuracy_vs_sparsity.png").exists()
+
+
+def test_the_dst_section_names_a_pruned_start_and_reads_its_sparsity_from_the_pruned_run(tmp_path):
+    exp = Experiment(name="dstp", kind="dst", title="DST from pruned", description="", profile="paper", path="dstp",
+                     source="", findings=[])
+    store = ResultsStore(tmp_path / "s")
+    accs = {"none": [0.70, 0.75, 0.60], "rigl": [0.93, 0.935, 0.94]}
+    for seed in range(3):
+        dense = add(store, exp, "dense", f"train-d-{seed}", "train", {"seed": seed}, 0.98)
+        prune = add(store, exp, "oneshot", f"prune-o-{seed}", "prune",
+                    {"method": "oneshot", "sparsity": 0.99, "from_run": f"{{run:{dense}}}"}, 0.2, pruned=0.2,
+                    layers=[{"name": "fc1", "sparse": True, "nnz": 2400, "shape": [300, 784]}])
+        for method, values in accs.items():
+            add(store, exp, "retrain", f"train-{method}-{seed}", "train",
+                {"topology": f"file:{{run:{prune}}}/topology.npz", "dst": method, "seed": 100},
+                values[seed], layers=[{"name": "fc1", "sparse": True, "nnz": 2500, "shape": [300, 784]}])
+    store.register_experiment(exp)
+    store.close()
+    write_report(tmp_path / "s", tmp_path / "r")
+    rows = list(csv.DictReader(open(tmp_path / "r" / "tables" / "dstp_accuracy.csv")))
+    assert {(r["start"], r["sparsity"], r["method"]) for r in rows} == {
+        ("dense", "0", "–"), ("one-shot pruned", "0.99", "RigL"), ("one-shot pruned", "0.99", "static")}
+    page = (tmp_path / "r" / "index.md").read_text()
+    from scipy import stats as sps
+    ci = sps.ttest_ind(accs["rigl"], accs["none"], equal_var=False).confidence_interval()
+    assert f"99% (one-shot pruned): +25.17 points [{ci.low * 100:+.2f}, {ci.high * 100:+.2f}]" in page

@@ -560,12 +560,17 @@ def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: 
     def method(r: Run) -> str:
         return METHOD_NAMES.get(str(r.get("dst")), str(r.get("dst")))
 
-    def start(r: Run) -> str:  # random layers of one density each, ERK-distributed random layers, or radix
+    def start(r: Run) -> str:  # random layers (of one density each or ERK-spread), radix, or a pruned structure
         spec = r.desc.get("topology")
+        if spec.kind == "file":
+            parent = data.parent_of(r)
+            if parent is not None and parent.command == "prune":
+                return f"{'one-shot' if parent.get('method') == 'oneshot' else str(parent.get('method'))} pruned"
         return "ERK" if spec.kind == "random" and spec.distribution == "erk" else topology_family(r)
 
-    def sp(r: Run) -> float:
-        return float(sparsity_of(r) or 0.0)
+    def sp(r: Run) -> float:  # a retraining run's sparsity is its pruned parent's target
+        target = _inherited(data, r, "sparsity") if r.desc.get("topology").kind == "file" else None
+        return float(target if target is not None else (sparsity_of(r) or 0.0))
 
     panels = sorted({(r.get("model"), r.get("dataset")) for r in done})
     table = Table(f"{exp['name']}_accuracy", f"{sec.title}: final test accuracy (%)",
