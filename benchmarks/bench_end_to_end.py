@@ -117,7 +117,7 @@ def train_epoch(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, lr: float,
             break
     out = {"epoch_s": time.perf_counter() - t0, "steps": steps, "train_loss_last100": float(np.mean(losses[-100:]))}
     if updater is not None:
-        out |= {"dst": dst, "dst_updates": len(updater.history), "dst_update_s": update_s,
+        out |= {"dst": dst, "dst_updates": len(updater.history), "dst_update_s": update_s, "dst_history": updater.history,
                 "dst_changed": [round(float(np.mean([v["changed"] for v in h["layers"].values()])), 4)
                                 for h in updater.history]}
         updater.remove()

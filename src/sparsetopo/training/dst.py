@@ -157,10 +157,13 @@ class DynamicSparsity:
                 changed = int(np.setdiff1d(new, keys, assume_unique=True).size)
             else:
                 changed = 0
-            degrees = np.diff(layer.structure()[0])
+            indptr, indices = layer.structure()  # over the flattened weight: rows are outputs
+            degrees = np.diff(indptr)
             record["layers"][name] = {"changed": changed / max(keys.size, 1), "nnz": int(layer.nnz),
                                       "out_degree_min": int(degrees.min()), "out_degree_max": int(degrees.max()),
-                                      "out_degree_std": float(degrees.std())}
+                                      "out_degree_std": float(degrees.std()),
+                                      "outputs_connected": int(np.count_nonzero(degrees)),
+                                      "inputs_connected": int(np.unique(indices).size)}
         self.history.append(record)
         self._captured.clear()
 
