@@ -379,3 +379,42 @@ def test_the_dst_section_names_a_pruned_start_and_reads_its_sparsity_from_the_pr
     from scipy import stats as sps
     ci = sps.ttest_ind(accs["rigl"], accs["none"], equal_var=False).confidence_interval()
     assert f"99% (one-shot pruned): +25.17 points [{ci.low * 100:+.2f}, {ci.high * 100:+.2f}]" in page
+
+
+def test_the_dst_section_tests_whether_a_method_removes_the_plateaus_of_its_static_start(tmp_path):
+    """Six of eight static runs stall at 60% while a seed reaches 95%; no RigL run does: Fisher's exact
+    test over the plateau counts (p = 0.007) gives the claim; a start whose static runs never plateau
+    has nothing to remove."""
+    from scipy.stats import fisher_exact
+
+    exp = Experiment(name="dst", kind="dst", title="DST", description="", profile="paper", path="dst", source="",
+                     findings=[])
+    store = ResultsStore(tmp_path / "s")
+    base = {"topology": "random", "scale": "neurons:0.01", "steps": 1000}
+    for seed in range(8):
+        final = 0.60 if seed < 6 else 0.95
+        add(store, exp, "random", f"train-none-{seed}", "train", {**base, "seed": seed}, final,
+            metrics=stuck(final) if seed < 6 else rising(final))
+        add(store, exp, "random", f"train-rigl-{seed}", "train", {**base, "dst": "rigl", "seed": seed}, 0.96,
+            metrics=rising(0.96))
+    store.register_experiment(exp)
+    store.close()
+    write_report(tmp_path / "s", tmp_path / "r")
+    page = (tmp_path / "r" / "index.md").read_text()
+    line = next(l for l in page.splitlines() if l.startswith("| DST | RigL removes the plateaus"))
+    p = fisher_exact([[0, 8], [6, 2]]).pvalue
+    assert f"99% (random): 0/8 against 6/8 static (Fisher p = {p:.2g})" in line
+    assert line.rstrip().endswith("| agrees |")
+    # static runs that never plateau: nothing to remove, no verdict
+    exp = Experiment(name="dst", kind="dst", title="DST", description="", profile="paper", path="dst", source="",
+                     findings=[])
+    store = ResultsStore(tmp_path / "t")
+    for seed in range(3):
+        for method in ("none", "rigl"):
+            add(store, exp, "random", f"train-{method}-x{seed}", "train", {**base, "dst": method, "seed": seed}, 0.95)
+    store.register_experiment(exp)
+    store.close()
+    write_report(tmp_path / "t", tmp_path / "u")
+    line = next(l for l in (tmp_path / "u" / "index.md").read_text().splitlines()
+                if l.startswith("| DST | RigL removes the plateaus"))
+    assert "static training plateaus in none of its 3 runs" in line and line.rstrip().endswith("| not measured (no plateaus) |")

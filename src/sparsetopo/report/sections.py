@@ -13,7 +13,17 @@ from sparsetopo.desc.status import RunStatus
 from sparsetopo.report import figures as F
 from sparsetopo.report.data import ReportData, Run, label, regime_of, sparsity_of, topology_family, varying
 from sparsetopo.report.findings import Finding, fig7_findings, fig8_findings, fig9_findings, lr_findings
-from sparsetopo.report.stats import Plateau, Stat, describe, enough, plateau_test, seeds_text, welch, wilson
+from sparsetopo.report.stats import (
+    Plateau,
+    Stat,
+    describe,
+    enough,
+    fisher,
+    plateau_test,
+    seeds_text,
+    welch,
+    wilson,
+)
 from sparsetopo.report.tables import Table
 
 
@@ -285,10 +295,11 @@ def instability_figure(curves: list[InstabilityCurve]) -> Any:
 
 
 def _instability(sec: Section, data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path,
-                 x_of: Callable[[Run], float], series_of: Callable[[Run], str]) -> None:
+                 x_of: Callable[[Run], float], series_of: Callable[[Run], str]) -> dict[str, Plateau]:
+    """The spread and plateau table and figure; returns each run's plateau result by run id."""
     runs = [r for r in runs if r.finished]
     if not runs:
-        return
+        return {}
     pl = plateau_results(runs, lambda r: (r.parent, series_of(r), r.get("scale"), r.get("topology")
                                           if r.parent is None else None, r.get("model"), r.get("dataset")))
     table = Table(f"{exp['name']}_instability", f"{sec.title}: spread across seeds and plateaus",
@@ -322,6 +333,7 @@ def _instability(sec: Section, data: ReportData, exp: dict[str, Any], runs: list
                         "Training instability: standard deviation of the final test accuracy across seeds (left) "
                         "and the fraction of runs that plateau (right), against sparsity."))
     sec.tables.append(table)
+    return pl
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -622,10 +634,52 @@ def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: 
                         "Final test accuracy against sparsity: static training on a fixed structure (dashed) and "
                         "dynamic sparse training (SET, RigL; solid) from the same start; mean ± std over seeds."))
     sec.tables.append(table)
-    _instability(sec, data, exp, [r for r in done if topology_family(r) != "dense"], folder, x_of=sp,
-                 series_of=lambda r: f"{method(r)} ({start(r)})")
+    pl = _instability(sec, data, exp, [r for r in done if topology_family(r) != "dense"], folder, x_of=sp,
+                      series_of=lambda r: f"{method(r)} ({start(r)})")
+    findings += _dst_plateau_findings(done, pl, start, method, sp)
     sec.findings = findings
     return sec
+
+
+def _dst_plateau_findings(done: list[Run], pl: dict[str, Plateau], start: Callable[[Run], str],
+                          method: Callable[[Run], str], sp: Callable[[Run], float]) -> list[Finding]:
+    """Whether each dynamic method removes the plateaus of static training from the same start and
+    sparsity: the plateau counts compared by Fisher's exact test, where static training plateaus at all."""
+    sparse = [r for r in done if topology_family(r) != "dense" and r.id in pl]
+    groups = _group(sparse, lambda r: (r.get("model"), r.get("dataset"), start(r), sp(r), method(r)))
+    out: list[Finding] = []
+    for model, dataset in sorted({k[:2] for k in groups}):
+        label_ = _model_label(model, dataset)
+        for meth in sorted({k[4] for k in groups if k[:2] == (model, dataset)} - {"static"}):
+            parts, verdicts, static_runs = [], [], 0
+            for key in sorted(k for k in groups if k[:2] == (model, dataset) and k[4] == meth):
+                static = groups.get((*key[:4], "static"), [])
+                mine = groups[key]
+                if len(static) < 3 or len(mine) < 3:
+                    continue
+                static_runs += len(static)
+                k_s, k_m = sum(pl[r.id].plateaued for r in static), sum(pl[r.id].plateaued for r in mine)
+                if k_s == 0:
+                    continue
+                p = fisher(k_m, len(mine), k_s, len(static))
+                parts.append(f"{key[3] * 100:g}% ({key[2]}): {k_m}/{len(mine)} against {k_s}/{len(static)} static "
+                             f"(Fisher p = {p:.2g})")
+                verdicts.append("fewer" if p < 0.05 and k_m / len(mine) < k_s / len(static) else
+                                "more" if p < 0.05 else "same")
+            claim = f"{meth} removes the plateaus of training on the fixed structure ({label_})."
+            if not static_runs:
+                out.append(Finding("DST", claim, f"no start with at least 3 runs of {meth} and of static training",
+                                   "not measured (n<3)"))
+            elif not parts:
+                out.append(Finding("DST", claim, f"static training plateaus in none of its {static_runs} runs: there "
+                                   "is no plateau to remove", "not measured (no plateaus)"))
+            else:
+                verdict = ("agrees" if all(v == "fewer" for v in verdicts) else
+                           "partly" if "fewer" in verdicts else
+                           "differs" if "more" in verdicts else "inconclusive")
+                out.append(Finding("DST", claim, "; ".join(parts) + " (plateaued runs; agreement: significantly "
+                                   "fewer wherever static training plateaus)", verdict))
+    return out
 
 
 BUILDERS: dict[str, Callable[[ReportData, dict[str, Any], list[Run], Path], Section]] = {

@@ -136,6 +136,13 @@ def wilson(k: int, n: int, level: float = LEVEL) -> Interval:
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half), "Wilson")
 
 
+def fisher(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Fisher's exact two-sided p-value that two rates k1/n1 and k2/n2 are the same."""
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
+
+
 @dataclass(frozen=True)
 class Plateau:
     plateaued: bool
