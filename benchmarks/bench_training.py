@@ -16,8 +16,11 @@ Rows (``--rows``, comma-separated):
   fixed connections K = 2 and 10 with random and fitted RadiX layers on the masked and sparse backends.
 - ``dst``: what a structure update of dynamic sparse training (SET, RigL) costs against a training step,
   LeNet-300-100 x10 at density 1/10, sparse backend.
+- ``seeds``: two seeds of LeNet-300-100 (plain PyTorch, MNIST, batch 100, SGD) trained as two 1-thread
+  processes at once (what a sweep does), against one process training both as one stacked model (batched
+  matrix products, ``torch.baddbmm``) on all threads: does batching seeds pay?
 
-    python benchmarks/bench_training.py [--rows loop,concurrent,wide,dst,resnet] [--steps 300] [--repeats 5]
+    python benchmarks/bench_training.py [--rows loop,concurrent,wide,dst,resnet,seeds] [--steps 300] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -246,6 +249,74 @@ def dst_rows(repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+class StackedMLP(nn.Module):
+    """k copies of a plain ``nn.Sequential`` MLP (Flatten, Linear, ReLU, ..., Linear) as one model of batched
+    matrix products: input (k, batch, features), output (k, batch, classes)."""
+
+    def __init__(self, models: list[nn.Sequential]) -> None:
+        super().__init__()
+        layers = [[m for m in model if isinstance(m, nn.Linear)] for model in models]
+        self.weights = nn.ParameterList(nn.Parameter(torch.stack([ls[j].weight.detach().t() for ls in layers]))
+                                        for j in range(len(layers[0])))
+        self.biases = nn.ParameterList(nn.Parameter(torch.stack([ls[j].bias.detach()[None] for ls in layers]))
+                                       for j in range(len(layers[0])))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for j, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if j < len(self.weights) - 1:
+                x = torch.relu(x)
+        return x
+
+
+def _plain_lenet300(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+                         nn.Linear(100, 10))
+
+
+def seed_child(seed: int, steps: int) -> None:
+    """One seed's bare loop at 1 thread; prints its loop seconds."""
+    torch.set_num_threads(1)
+    data = load_dataset("mnist")
+    model = _plain_lenet300(seed)
+    start = time.perf_counter()
+    bare_loop(model, data.train.images, data.train.labels, data.test.images[:1000], data.test.labels[:1000], steps,
+              100, seed)
+    print(time.perf_counter() - start)
+
+
+def seeds_rows(steps: int, repeats: int) -> list[dict[str, Any]]:
+    data = load_dataset("mnist")
+    images, labels, batch = data.train.images.reshape(len(data.train.labels), -1), data.train.labels, 100
+    rows = []
+    for _ in range(repeats):
+        procs = [subprocess.Popen([sys.executable, __file__, "--seed-child", str(s), "--steps", str(steps)],
+                                  stdout=subprocess.PIPE, text=True) for s in range(2)]
+        apart = max(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+        model = StackedMLP([_plain_lenet300(s) for s in range(2)])
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        orders = [torch.randperm(len(labels), generator=torch.Generator().manual_seed(s)) for s in range(2)]
+        per_epoch = len(labels) // batch
+        start = time.perf_counter()
+        for step in range(steps):
+            i = step % per_epoch
+            idx = [o[i * batch:(i + 1) * batch] for o in orders]
+            out = model(torch.stack([images[j] for j in idx]))
+            target = torch.stack([labels[j] for j in idx])
+            # the sum of the two mean losses: each copy's gradient is its own loss's
+            loss = nn.functional.cross_entropy(out.reshape(-1, 10), target.reshape(-1), reduction="sum") / batch
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        together = time.perf_counter() - start
+        rows.append({"row": "seeds", "model": "lenet300", "seeds": 2, "steps": steps,
+                     "ms_per_step_two_processes": 1e3 * apart / steps,
+                     "ms_per_step_stacked": 1e3 * together / steps, "stacked_speedup": apart / together,
+                     "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="loop,concurrent,wide")
@@ -255,7 +326,11 @@ def main() -> None:
     parser.add_argument("--models", default="lenet300,lenet5")
     parser.add_argument("--wide-steps", type=int, default=5)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/training.json"))
+    parser.add_argument("--seed-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.seed_child is not None:
+        seed_child(args.seed_child, args.steps)
+        return
     rows: list[dict[str, Any]] = []
     wanted = args.rows.split(",")
     if "loop" in wanted:
@@ -268,6 +343,8 @@ def main() -> None:
         rows += dst_rows(args.repeats)
     if "resnet" in wanted:
         rows += resnet_rows(args.wide_steps)
+    if "seeds" in wanted:
+        rows += seeds_rows(args.steps, args.repeats)
     for r in rows:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))
     args.json.parent.mkdir(parents=True, exist_ok=True)
