@@ -94,6 +94,14 @@ def _units(module: nn.Module) -> tuple[int, int]:
     return module.in_channels, module.out_channels
 
 
+def check_convs(layers: Iterable[tuple[str, nn.Module]]) -> None:
+    """Refuse, before any layer is replaced, a convolution the sparse layers cannot take (grouped, padding
+    given as a string, a padding mode other than zeros)."""
+    for name, module in layers:
+        if isinstance(module, nn.Conv2d):
+            _check_conv(name, module)
+
+
 def _check_conv(name: str, module: nn.Conv2d) -> None:
     if module.groups != 1:
         raise ConfigError(f"layer {name}: grouped convolutions (groups={module.groups}) cannot be sparsified")
@@ -183,13 +191,13 @@ def _weight_mask(adj: sp.csr_array | None, module: nn.Module, granularity: str, 
 
 
 def _replacement(name: str, module: nn.Module, mask: Any, init: str, backend: str) -> nn.Module:
+    """The sparse layer for ``module`` (checked by the caller with :func:`check_convs`)."""
     bias = module.bias is not None
     layer_init = "sparse" if init == "keep" else init
     if isinstance(module, nn.Linear):
         new: nn.Module = SparseLinear(module.in_features, module.out_features, mask, bias=bias, init=layer_init,
                                       backend=backend)
     else:
-        _check_conv(name, module)
         new = SparseConv2d(module.in_channels, module.out_channels, module.kernel_size, mask, stride=module.stride,
                            padding=module.padding, bias=bias, init=layer_init, backend=backend,
                            dilation=module.dilation)
@@ -249,9 +257,7 @@ def sparsify(model: nn.Module, topology: TopologyArg, *, layers: Iterable[str] |
             chosen.append((name, module, spec))
         densities = _random_densities(chosen)
         adjs = _adjacencies(chosen, seed, densities)
-    for name, module, _ in chosen:  # checked before the first layer is built
-        if isinstance(module, nn.Conv2d):
-            _check_conv(name, module)
+    check_convs((name, module) for name, module, _ in chosen)  # before the first layer is built
     # every replacement is built before the first one goes in: a layer refused half-way leaves the model as
     # it was, not half converted
     rng = np.random.default_rng(seed)

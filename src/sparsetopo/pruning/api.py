@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from sparsetopo.errors import ConfigError
-from sparsetopo.models.sparsify import _check_conv, _replacement, replace_module, weight_modules
+from sparsetopo.models.sparsify import _replacement, check_convs, replace_module, weight_modules
 from sparsetopo.nn import SparseConv2d, SparseLinear
 from sparsetopo.pruning.gradual import GradualPruning
 from sparsetopo.pruning.magnitude import layer_sparsity, magnitude_masks
@@ -75,9 +75,7 @@ def masked_layers(model: nn.Module, layers: Iterable[str] | None,
         found = [(n, m) for n, m in found if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
     if not found:
         raise ConfigError("the model has no nn.Linear or nn.Conv2d to prune")
-    for name, module in found:  # refused before any layer is replaced, not half-way through the model
-        if isinstance(module, nn.Conv2d):
-            _check_conv(name, module)
+    check_convs(found)  # refused before any layer is replaced, not half-way through the model
     out: dict[str, nn.Module] = {}
     for name, module in found:
         if isinstance(module, (SparseLinear, SparseConv2d)):
