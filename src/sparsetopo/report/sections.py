@@ -622,9 +622,7 @@ def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: 
                                     f"{meth} and of static training", "not measured (n<3)"))
         for meth, parts in sorted(wins.items()):
             verdicts = [p.rsplit("|", 1)[1] for p in parts]
-            verdict = ("agrees" if all(v == "ahead" for v in verdicts) else
-                       "partly" if any(v == "ahead" for v in verdicts) else
-                       "differs" if any(v == "behind" for v in verdicts) else "inconclusive")
+            verdict = _agreement(verdicts, good="ahead", bad="behind")
             findings.append(Finding("DST", f"{meth} beats training on the fixed structure it starts from "
                                     f"({_model_label(model, dataset)}).",
                                     "; ".join(p.rsplit("|", 1)[0] for p in parts) + " (agreement: the interval "
@@ -639,6 +637,16 @@ def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: 
     findings += _dst_plateau_findings(done, pl, start, method, sp)
     sec.findings = findings
     return sec
+
+
+def _agreement(outcomes: list[str], *, good: str, bad: str) -> str:
+    """A claim's verdict from its outcome at each point: ``good`` everywhere agrees, somewhere partly agrees,
+    otherwise ``bad`` somewhere differs, and neither anywhere is inconclusive."""
+    if all(o == good for o in outcomes):
+        return "agrees"
+    if good in outcomes:
+        return "partly"
+    return "differs" if bad in outcomes else "inconclusive"
 
 
 def _dst_plateau_findings(done: list[Run], pl: dict[str, Plateau], start: Callable[[Run], str],
@@ -674,9 +682,7 @@ def _dst_plateau_findings(done: list[Run], pl: dict[str, Plateau], start: Callab
                 out.append(Finding("DST", claim, f"static training plateaus in none of its {static_runs} runs: there "
                                    "is no plateau to remove", "not measured (no plateaus)"))
             else:
-                verdict = ("agrees" if all(v == "fewer" for v in verdicts) else
-                           "partly" if "fewer" in verdicts else
-                           "differs" if "more" in verdicts else "inconclusive")
+                verdict = _agreement(verdicts, good="fewer", bad="more")
                 out.append(Finding("DST", claim, "; ".join(parts) + " (plateaued runs; agreement: significantly "
                                    "fewer wherever static training plateaus)", verdict))
     return out
