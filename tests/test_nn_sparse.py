@@ -132,6 +132,95 @@ def test_conv_without_autograd_runs_in_chunks_with_identical_results(monkeypatch
     torch.testing.assert_close(chunked, a(x).detach(), rtol=1e-4, atol=1e-5)
 
 
+POOL_CASES = [
+    # (in_ch, out_ch, kernel, stride, padding, batch, hw, pool, density): LeNet-5's conv2 shape, odd sizes
+    # whose last row and column fall outside the windows, 3x3 windows, a strided conv, a batch of one
+    (20, 500, 5, 1, 0, 7, 12, 2, 0.1), (3, 64, 3, 1, 1, 5, 11, 3, 0.3), (4, 300, 5, 1, 0, 33, 14, 2, 0.05),
+    (2, 70, 3, 2, 1, 3, 9, 2, 0.5), (6, 9, 3, 1, 0, 1, 7, 2, 1.0),
+]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_conv_max_pool_is_the_pooled_convolution_bit_for_bit(case, relu):
+    """``conv_max_pool2d`` on the sparse backend gives exactly the values and gradients of the convolution
+    followed by ``torch.max_pool2d`` (and ``torch.relu``), ties included (zero input regions make every
+    window there equal to the bias), for a channels-last input and a transposed output gradient (what a
+    sparse fc1 sends back); and what masked computes."""
+    from sparsetopo.nn import conv_max_pool2d
+    cin, cout, k, stride, pad, batch, hw, pool, density = case
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
+    mask = rng.random((cout, cin)) < density
+    masked, sparse = pair(mask, (cin, cout, k), True, torch.float32, seed=3, stride=stride, padding=pad)
+    x = torch.from_numpy(rng.standard_normal((batch, cin, hw, hw)).astype(np.float32))
+    x[:, :, : hw // 3] = 0
+    x = x.contiguous(memory_format=torch.channels_last)
+
+    def run(layer, fused: bool):
+        xi = x.clone().requires_grad_(True)
+        if fused:
+            y = conv_max_pool2d(layer, xi, pool, relu=relu)
+        else:
+            y = torch.max_pool2d(layer(xi), pool)
+            y = torch.relu(y) if relu else y
+        flat = y.flatten(1)
+        gy = torch.from_numpy(rng.standard_normal(flat.shape[::-1]).astype(np.float32)).t().reshape(y.shape)
+        param = layer.weight if layer.backend == "masked" else layer.weight_values
+        return (y, *torch.autograd.grad(y, (xi, param, layer.bias), gy))
+
+    state = rng.bit_generator.state
+    fused = run(sparse, True)
+    rng.bit_generator.state = state
+    plain = run(sparse, False)
+    rng.bit_generator.state = state
+    reference = run(masked, True)  # masked: the plain two-step computation
+    assert fused[0].shape == (batch, cout, plain[0].shape[2], plain[0].shape[3])
+    for got, want in zip(fused, plain):
+        assert torch.equal(got, want)
+    for got, want in zip((fused[0], fused[1], fused[3]), (reference[0], reference[1], reference[3])):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_max_pool_propagates_nan_like_torch():
+    from sparsetopo.nn import conv_max_pool2d
+    mask = np.ones((4, 2), dtype=bool)
+    _, sparse = pair(mask, (2, 4, 3), True, torch.float32, seed=0)
+    x = torch.randn(2, 2, 8, 8)
+    x[0, 0, 2, 2] = float("nan")
+    with torch.no_grad():
+        fused = conv_max_pool2d(sparse, x, 2, relu=True)
+        plain = torch.relu(torch.max_pool2d(sparse(x), 2))
+    assert torch.isnan(fused).any()
+    assert torch.equal(torch.isnan(fused), torch.isnan(plain))
+    assert torch.equal(fused.nan_to_num(7.0), plain.nan_to_num(7.0))
+
+
+def test_conv_max_pool_without_autograd_runs_in_chunks_with_identical_results(monkeypatch):
+    from sparsetopo.nn import conv_max_pool2d
+    from sparsetopo.nn import functional as sf
+    mask = make_mask(np.random.default_rng(5), 12, 5, "tenth") | np.eye(12, 5, dtype=bool)
+    _, sparse = pair(mask, (5, 12, 3), True, torch.float32, seed=0, padding=1)
+    x = torch.randn(7, 5, 6, 6)
+    whole = conv_max_pool2d(sparse, x, 2, relu=True).detach()
+    monkeypatch.setattr(sf, "NO_GRAD_CHUNK_ELEMENTS", 5 * 9 * 36 * 2)  # two samples' patches per chunk
+    calls = []
+    original = sf.Im2ColT.apply
+    monkeypatch.setattr(sf.Im2ColT, "apply", lambda *args: calls.append(args[0].shape[0]) or original(*args))
+    with torch.no_grad():
+        chunked = conv_max_pool2d(sparse, x, 2, relu=True)
+    assert calls == [2, 2, 2, 1]
+    assert torch.equal(chunked, whole)
+
+
+def test_conv_max_pool_refuses_a_bad_window():
+    from sparsetopo.errors import ConfigError
+    from sparsetopo.nn import conv_max_pool2d
+    _, sparse = pair(np.ones((2, 2), dtype=bool), (2, 2, 3), True, torch.float32, seed=0)
+    for bad in (0, -2, 2.0, True):
+        with pytest.raises(ConfigError, match="kernel_size"):
+            conv_max_pool2d(sparse, torch.randn(1, 2, 8, 8), bad)
+
+
 def test_linear_leading_dims_and_non_contiguous_input():
     mask = make_mask(np.random.default_rng(0), 6, 8, "random")
     a, b = pair(mask, (8, 6), False, torch.float32, seed=0)

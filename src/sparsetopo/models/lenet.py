@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsetopo.nn import conv_max_pool2d
+
 
 @dataclass(frozen=True)
 class LayerShape:
@@ -128,7 +130,8 @@ class LeNet5(nn.Module):
         # the ReLU gives exactly max_pool(relu(x)), values and gradients, on a quarter of the elements.
         x = x.contiguous(memory_format=torch.channels_last)
         x = torch.relu(torch.max_pool2d(self.conv1(x), 2))
-        x = torch.relu(torch.max_pool2d(self.conv2(x), 2))
+        # a wide sparse conv2 pools as it computes: its full-resolution output is never stored
+        x = conv_max_pool2d(self.conv2, x, 2, relu=True)
         x = torch.flatten(x, 1)  # in (channel, row, column) order whatever the layout
         x = torch.relu(self.fc1(x))
         return self.fc2(x)

@@ -12,6 +12,7 @@ from sparsetopo.nn.layers import (
     INITS,
     SparseConv2d,
     SparseLinear,
+    conv_max_pool2d,
     count_weights,
     sparse_layers,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "INITS",
     "SparseConv2d",
     "SparseLinear",
+    "conv_max_pool2d",
     "count_weights",
     "sparse_layers",
 ]

@@ -265,3 +265,82 @@ def sparse_conv2d(layer, x: torch.Tensor) -> torch.Tensor:
     y = csr_linear(xt.t(), layer.weight_values, layer.bias, plan)   # (n*L, out), a transposed view
     y = y.t().reshape(plan.rows, n, oh * ow).permute(1, 0, 2).reshape(n, plan.rows, oh, ow)
     return y if batched else y.squeeze(0)
+
+
+class CSRConvPool(torch.autograd.Function):
+    """``max_pool2d`` (k x k windows, stride k) of a sparse convolution's output, optionally followed by a
+    ReLU, from feature-major patches
+    ``xt`` ``(in_ch*kh*kw, n*oh*ow)``, without the full-resolution output: the product is pooled row by row
+    as it is computed, and the backward expands the pooled gradient into the feature-major layout the
+    sparse kernels read. Values and gradients are those of ``sparse_conv2d`` followed by
+    ``torch.max_pool2d`` (and ``torch.relu``), bit for bit (tested)."""
+
+    @staticmethod
+    def forward(ctx, xt: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, plan: Plan,
+                geom: tuple[int, int, int, int], relu: bool) -> torch.Tensor:
+        n, oh, ow, k = geom
+        xt_np = xt.detach().numpy()
+        b = (bias.detach().numpy() if bias is not None
+             else np.zeros(plan.rows, dtype=xt_np.dtype))
+        y, am = kernels.spmm_pool(plan.np_indptr, plan.np_indices, values.detach().numpy(), xt_np, b,
+                                  n, oh, ow, k, relu)
+        ctx.plan, ctx.geom, ctx.has_bias = plan, geom, bias is not None
+        ctx.save_for_backward(xt, values)
+        ctx.am = am
+        return torch.from_numpy(y)
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):
+        xt, values = ctx.saved_tensors
+        plan: Plan = ctx.plan
+        _, oh, ow, k = ctx.geom
+        # gy is read in place, whatever its strides (after a sparse fc1 it is a transposed view)
+        gyt = kernels.unpool(gy.detach().numpy(), ctx.am, oh, ow, k)
+        gx = gv = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.from_numpy(kernels.spmm(plan.np_t_indptr, plan.np_t_indices, values.detach().numpy(),
+                                               gyt, perm=plan.np_perm))
+        want_gb = ctx.has_bias and ctx.needs_input_grad[2]
+        if ctx.needs_input_grad[1]:
+            rowsum = np.empty(plan.rows, dtype=gyt.dtype) if want_gb else None
+            gv = torch.from_numpy(kernels.sddmm(plan.np_indptr, plan.np_indices, gyt, xt.detach().numpy(),
+                                                rowsum=rowsum))
+            if want_gb:
+                gb = torch.from_numpy(rowsum)
+        elif want_gb:
+            gb = torch.from_numpy(gyt.sum(1))
+        return gx, gv, gb, None, None, None
+
+
+def fused_pool_ok(layer, x: torch.Tensor, kernel: int) -> bool:
+    """Whether ``sparse_conv2d_pool`` applies: the CSR kernels (not the block kernel), a batched CPU
+    input they take, and an output at least one window tall and wide."""
+    plan = layer_plan(layer)
+    return (plan.block is None and x.dim() == 4 and numba_ok(x, layer.weight_values)
+            and (layer.bias is None or layer.bias.dtype == layer.weight_values.dtype)
+            and kernel >= 1 and min(_out_size(layer, x)) >= kernel)
+
+
+def _out_size(layer, x: torch.Tensor) -> tuple[int, int]:
+    h, w = x.shape[-2:]
+    kh, kw = layer.kernel_size
+    oh = (h + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
+    ow = (w + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
+    return oh, ow
+
+
+def sparse_conv2d_pool(layer, x: torch.Tensor, kernel: int, relu: bool = False) -> torch.Tensor:
+    """``torch.max_pool2d(sparse_conv2d(layer, x), kernel)``, then ``torch.relu`` if ``relu``, in one pass (see
+    ``CSRConvPool``); the caller checks ``fused_pool_ok``. Without autograd, large batches run in chunks as in ``sparse_conv2d``."""
+    plan = layer_plan(layer)
+    n = x.shape[0]
+    oh, ow = _out_size(layer, x)
+    per_sample = layer._cols * oh * ow   # the patch matrix is the largest array of the fused path
+    if not torch.is_grad_enabled() and n > 1 and n * per_sample > NO_GRAD_CHUNK_ELEMENTS:
+        chunk = max(1, NO_GRAD_CHUNK_ELEMENTS // per_sample)
+        out = x.new_empty(n, plan.rows, oh // kernel, ow // kernel)
+        for start in range(0, n, chunk):
+            out[start:start + chunk] = sparse_conv2d_pool(layer, x[start:start + chunk], kernel, relu)
+        return out
+    xt = Im2ColT.apply(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    return CSRConvPool.apply(xt.contiguous(), layer.weight_values, layer.bias, plan, (n, oh, ow, kernel), relu)

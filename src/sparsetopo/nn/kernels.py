@@ -138,6 +138,110 @@ def _gather(values, perm, out):  # pragma: no cover
         out[k] = values[perm[k]]
 
 
+@nb.njit(cache=True, nogil=True)
+def _pool_tile(acc, s0, s1, r, oh, ow, k, relu, y, am):  # pragma: no cover
+    """Max over each k x k window of samples s0..s1 of one output row (``acc``: their ``oh*ow`` values
+    each, in order) into ``y[s, r]``, with the window position of the maximum in ``am[s, r]``: the first
+    maximum in row-major order, NaN propagating, as torch's ``max_pool2d`` (no fastmath here: ``v != v``
+    must stay a NaN test; the comparisons are branch-free selects). With ``relu``, a maximum that
+    ``torch.relu`` sets to 0 (``v <= 0``) is stored as 0 with position -1: it passes no gradient, as
+    ``threshold_backward`` does."""
+    L = oh * ow
+    ph = oh // k
+    pw = ow // k
+    for s in range(s0, s1):
+        base = (s - s0) * L
+        for i in range(ph):
+            row = base + i * k * ow
+            for j in range(pw):
+                p0 = row + j * k
+                best = acc[p0]
+                arg = 0
+                for di in range(k):
+                    for dj in range(k):
+                        v = acc[p0 + di * ow + dj]
+                        take = (v > best) | (v != v)
+                        best = v if take else best
+                        arg = di * k + dj if take else arg
+                if relu:
+                    off = best <= 0
+                    best = 0 if off else best
+                    arg = -1 if off else arg
+                y[s, r, i, j] = best
+                am[s, r, i, j] = arg
+
+
+# fastmath without the no-NaN/no-inf assumptions: the pooling inlined here must see NaN (the sums are
+# contracted and reassociated as in ``_spmm_rows``, and come out the same, tested)
+_SUM_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@nb.njit(cache=True, fastmath=_SUM_FASTMATH, nogil=True)
+def _spmm_pool_rows(r0, r1, tile, indptr, indices, values, xt, bias, oh, ow, k, relu, y, am):  # pragma: no cover
+    """``_spmm_rows`` on the patch columns of ``tile`` samples at a time, each output row max-pooled in
+    k x k windows straight into ``y`` (samples, rows, oh // k, ow // k): the full-resolution output exists
+    only as one row of one tile. Each element is summed as in ``_spmm_rows``."""
+    n = y.shape[0]
+    L = oh * ow
+    acc = np.empty(tile * L, dtype=xt.dtype)
+    for s0 in range(0, n, tile):
+        s1 = min(s0 + tile, n)
+        c0 = s0 * L
+        m = (s1 - s0) * L
+        for r in range(r0, r1):
+            b = bias[r]
+            for j in range(m):
+                acc[j] = b
+            kk = indptr[r]
+            end = indptr[r + 1]
+            while kk + 4 <= end:
+                w0 = values[kk]
+                w1 = values[kk + 1]
+                w2 = values[kk + 2]
+                w3 = values[kk + 3]
+                x0 = xt[indices[kk], c0:c0 + m]
+                x1 = xt[indices[kk + 1], c0:c0 + m]
+                x2 = xt[indices[kk + 2], c0:c0 + m]
+                x3 = xt[indices[kk + 3], c0:c0 + m]
+                for j in range(m):
+                    acc[j] += w0 * x0[j] + w1 * x1[j] + w2 * x2[j] + w3 * x3[j]
+                kk += 4
+            while kk < end:
+                w = values[kk]
+                x0 = xt[indices[kk], c0:c0 + m]
+                for j in range(m):
+                    acc[j] += w * x0[j]
+                kk += 1
+            _pool_tile(acc, s0, s1, r, oh, ow, k, relu, y, am)
+
+
+@nb.njit(cache=True, nogil=True)
+def _unpool_rows(r0, r1, gy, am, oh, ow, k, gyt):  # pragma: no cover
+    """The gradient of the pooled rows r0..r1 at full resolution, feature-major: ``gyt[r]`` over
+    (sample, row, column) is 0 except at each window's maximum, which gets ``0 + gy`` (as torch's
+    max-pool backward, which adds into zeros); a window at position -1 (a ReLU'd zero) passes nothing."""
+    n = gy.shape[0]
+    ph = gy.shape[2]
+    pw = gy.shape[3]
+    L = oh * ow
+    zero = gyt.dtype.type(0)
+    offset = np.empty(k * k, dtype=np.int64)  # window position -> offset from the window's corner
+    for a in range(k * k):
+        offset[a] = (a // k) * ow + a % k
+    for r in range(r0, r1):
+        row = gyt[r]
+        for j in range(n * L):
+            row[j] = zero
+        for s in range(n):
+            base = s * L
+            for i in range(ph):
+                for j in range(pw):
+                    a = am[s, r, i, j]
+                    if a < 0:
+                        continue
+                    row[base + i * k * ow + j * k + offset[a]] += gy[s, r, i, j]
+
+
 def batch_tile(batch: int) -> int:
     """Batch columns per pass: all of them up to ``MAX_TILE``, else equal tiles of at most ``MAX_TILE``.
 
@@ -233,6 +337,35 @@ def sddmm(indptr: np.ndarray, indices: np.ndarray, gyt: np.ndarray, xt: np.ndarr
     _run(_sddmm_rows, row_ranges(indptr, xt.shape[1], 1 if use_rowsum else 0), batch_tile(xt.shape[1]),
          indptr, indices, gyt, xt, out, rowsum if use_rowsum else out[:0], use_rowsum)
     return out
+
+
+def spmm_pool(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, xt: np.ndarray, bias: np.ndarray,
+              samples: int, oh: int, ow: int, k: int, relu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A convolution's sparse product on feature-major patches ``xt`` (``(cols, samples*oh*ow)``), max-pooled
+    in k x k windows (stride k), then ReLU'd if ``relu``: ``(samples, rows, oh // k, ow // k)`` values and
+    the int8 window position of each maximum (-1 where the ReLU gave 0). The value of each pooled element
+    is the one ``spmm`` computes at that position."""
+    rows = indptr.shape[0] - 1
+    y = np.empty((samples, rows, oh // k, ow // k), dtype=xt.dtype)
+    am = np.empty(y.shape, dtype=np.int8)
+    if y.size == 0:
+        return y, am
+    L = oh * ow
+    ranges = row_ranges(indptr, samples * L, samples * L // 4)
+    _run(_spmm_pool_rows, ranges, max(1, MAX_TILE // L), indptr, indices, values, xt, bias, oh, ow, k, relu,
+         y, am)
+    return y, am
+
+
+def unpool(gy: np.ndarray, am: np.ndarray, oh: int, ow: int, k: int) -> np.ndarray:
+    """The full-resolution, feature-major ``(rows, samples*oh*ow)`` gradient of a ``spmm_pool`` output,
+    from the gradient ``gy`` of its pooled values (any strides; ``am`` C-contiguous)."""
+    samples, rows = gy.shape[0], gy.shape[1]
+    gyt = np.empty((rows, samples * oh * ow), dtype=gy.dtype)
+    threads = max(1, min(torch.get_num_threads(), gyt.size // MIN_WORK_PER_THREAD, rows))
+    bounds = [rows * i // threads for i in range(threads + 1)]
+    _run(_unpool_rows, list(zip(bounds[:-1], bounds[1:])), gy, am, oh, ow, k, gyt)
+    return gyt
 
 
 def transpose(a: np.ndarray) -> np.ndarray:

@@ -436,6 +436,23 @@ class SparseConv2d(_SparseLayer):
         from sparsetopo.nn import functional as sf
         return sf.sparse_conv2d(self, x)
 
+    def forward_max_pool(self, x: torch.Tensor, kernel_size: int, relu: bool = False) -> torch.Tensor:
+        """``torch.max_pool2d(self(x), kernel_size)`` (square windows, stride = kernel), then ``torch.relu`` if
+        ``relu``, values and gradients.
+
+        On the ``sparse`` backend the product is pooled as it is computed (numba, CPU), so the
+        full-resolution output, the largest activation of a wide convolution, is never stored; elsewhere
+        it is the plain two-step computation.
+        """
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+            raise ConfigError(f"kernel_size must be a positive int, got {kernel_size!r}")
+        if self.backend != "masked":
+            from sparsetopo.nn import functional as sf
+            if sf.fused_pool_ok(self, x, kernel_size):
+                return sf.sparse_conv2d_pool(self, x, kernel_size, relu)
+        y = torch.max_pool2d(self(x), kernel_size)
+        return torch.relu(y) if relu else y
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, " + super().extra_repr())
@@ -480,6 +497,16 @@ def auto_backend(rows: int, cols: int, nnz: int, conv: bool = False) -> str:
         masked, sparse = conv_costs(rows, cols, nnz)
         return "sparse" if CONV_MARGIN * sparse <= masked else "masked"
     return "sparse" if nnz <= AUTO_MAX_DENSITY * total else "masked"
+
+
+def conv_max_pool2d(conv: nn.Module, x: torch.Tensor, kernel_size: int, relu: bool = False) -> torch.Tensor:
+    """``torch.max_pool2d(conv(x), kernel_size)``, then ``torch.relu`` if ``relu``, for any convolution
+    module; a ``SparseConv2d`` computes it in one pass on the sparse backend
+    (``SparseConv2d.forward_max_pool``)."""
+    if isinstance(conv, SparseConv2d):
+        return conv.forward_max_pool(x, kernel_size, relu)
+    y = torch.max_pool2d(conv(x), kernel_size)
+    return torch.relu(y) if relu else y
 
 
 def sparse_layers(model: nn.Module) -> list[tuple[str, _SparseLayer]]:
