@@ -10,8 +10,9 @@ Rows (``--rows``, comma-separated):
   own start to its end (the run's own ``wall_seconds``); the ratio is each concurrent run over the run alone,
   the worst of ``--tries`` tries. With and without ``OMP_WAIT_POLICY=PASSIVE`` (what sparsetopo sets unless
   the environment says otherwise).
-- ``wide``: milliseconds per training step of LeNet-5 x100 on CIFAR-10 at density 1/100 (``--scale
-  connections:100``), steady state after one warm-up step.
+- ``wide``: milliseconds per training step of LeNet-5 x100 and x10 at density 1/K (``--scale
+  connections:K``) on CIFAR-10 and MNIST, steady state after one warm-up step, against the earlier
+  two-step forward (conv2's full-resolution output stored, then pooled), interleaved in one process.
 - ``resnet``: milliseconds per step of ResNet-20 on CIFAR-10 (batch 128, SGD with momentum): dense, and at
   fixed connections K = 2 and 10 with random and fitted RadiX layers on the masked and sparse backends.
 - ``dst``: what a structure update of dynamic sparse training (SET, RigL) costs against a training step,
@@ -165,19 +166,59 @@ def _step_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, mom
     return 1e3 * statistics.median(times)
 
 
+def _two_step_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """LeNet-5's forward as it was before the fused convolution + pooling: conv2's full-resolution output
+    is stored, then max-pooled and ReLU'd by torch (the same values and gradients, bit for bit)."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.relu(torch.max_pool2d(model.conv1(x), 2))
+    x = torch.relu(torch.max_pool2d(model.conv2(x), 2))
+    x = torch.flatten(x, 1)
+    x = torch.relu(model.fc1(x))
+    return model.fc2(x)
+
+
+WIDE = (("cifar10", 100), ("mnist", 100), ("cifar10", 10), ("mnist", 10))
+
+
 def wide_rows(steps: int) -> list[dict[str, Any]]:
+    """LeNet-5 widened at fixed connections (x100 and x10 at density 1/K, sparse conv2 and fc1), one step
+    at batch 100: the model's forward (conv2 pooled and ReLU'd as it is computed) against the two-step
+    forward of the earlier code, the same model, weights and batch, interleaved step by step."""
+    import types
+
     from sparsetopo.runs import describe
     from sparsetopo.training.run import build_network, network_for
 
-    data = load_dataset("cifar10")
-    desc = describe("train", {"model": "lenet5", "dataset": "cifar10", "topology": "random",
-                              "scale": "connections:100"})
-    mh = desc.group(ModelHparams)
-    model = build_network(mh, network_for(mh, "cifar10"))
-    ms = _step_ms(model, data.train.images[:100], data.train.labels[:100], steps, momentum=0.0)
-    return [{"row": "wide", "model": "lenet5 x100", "dataset": "cifar10", "steps": steps,
-             "ms_per_step": ms, "threads": torch.get_num_threads(),
-             "load_average": os.getloadavg()[0]}]
+    rows = []
+    for dataset, k in WIDE:
+        data = load_dataset(dataset)
+        desc = describe("train", {"model": "lenet5", "dataset": dataset, "topology": "random",
+                                  "scale": f"connections:{k}"})
+        mh = desc.group(ModelHparams)
+        torch.manual_seed(0)
+        model = build_network(mh, network_for(mh, dataset))
+        x, y = data.train.images[:100].contiguous(), data.train.labels[:100]
+        fused = model.forward
+        two_step = types.MethodType(_two_step_forward, model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: every step sees the same weights
+        times: dict[str, list[float]] = {"fused": [], "two_step": []}
+        for i in range(steps + 1):
+            for name, forward in (("two_step", two_step), ("fused", fused)):
+                model.forward = forward
+                start = time.perf_counter()
+                loss = nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if i:
+                    times[name].append(time.perf_counter() - start)
+        model.forward = fused
+        ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+        rows.append({"row": "wide", "model": f"lenet5 x{k}", "dataset": dataset, "steps": steps,
+                     "ms_per_step": ms["fused"], "ms_per_step_two_step": ms["two_step"],
+                     "speedup": ms["two_step"] / ms["fused"], "threads": torch.get_num_threads(),
+                     "load_average": os.getloadavg()[0]})
+    return rows
 
 
 def _connections(model: nn.Module) -> int:
