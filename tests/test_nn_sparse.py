@@ -143,10 +143,11 @@ POOL_CASES = [
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "-".join(map(str, c)))
 def test_conv_max_pool_is_the_pooled_convolution_bit_for_bit(case, relu):
-    """``conv_max_pool2d`` on the sparse backend gives exactly the values and gradients of the convolution
-    followed by ``torch.max_pool2d`` (and ``torch.relu``), ties included (zero input regions make every
-    window there equal to the bias), for a channels-last input and a transposed output gradient (what a
-    sparse fc1 sends back); and what masked computes."""
+    """``conv_max_pool2d`` on the sparse backend gives exactly the values and input gradients of the
+    convolution followed by ``torch.max_pool2d`` (and ``torch.relu``), ties included (zero input regions make
+    every window there equal to the bias), for a channels-last input and a transposed output gradient (what
+    a sparse fc1 sends back); the weight and bias gradients to float rounding (their sums run in window
+    order); and what masked computes. The result does not depend on the thread count."""
     from sparsetopo.nn import conv_max_pool2d
     cin, cout, k, stride, pad, batch, hw, pool, density = case
     rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
@@ -174,8 +175,18 @@ def test_conv_max_pool_is_the_pooled_convolution_bit_for_bit(case, relu):
     plain = run(sparse, False)
     rng.bit_generator.state = state
     reference = run(masked, True)  # masked: the plain two-step computation
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        rng.bit_generator.state = state
+        one_thread = run(sparse, True)
+    finally:
+        torch.set_num_threads(threads)
     assert fused[0].shape == (batch, cout, plain[0].shape[2], plain[0].shape[3])
-    for got, want in zip(fused, plain):
+    assert torch.equal(fused[0], plain[0]) and torch.equal(fused[1], plain[1])
+    torch.testing.assert_close(fused[2], plain[2], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused[3], plain[3], rtol=1e-5, atol=1e-5)
+    for got, want in zip(fused, one_thread):
         assert torch.equal(got, want)
     for got, want in zip((fused[0], fused[1], fused[3]), (reference[0], reference[1], reference[3])):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
@@ -204,12 +215,23 @@ def test_conv_max_pool_without_autograd_runs_in_chunks_with_identical_results(mo
     whole = conv_max_pool2d(sparse, x, 2, relu=True).detach()
     monkeypatch.setattr(sf, "NO_GRAD_CHUNK_ELEMENTS", 5 * 9 * 36 * 2)  # two samples' patches per chunk
     calls = []
-    original = sf.Im2ColT.apply
-    monkeypatch.setattr(sf.Im2ColT, "apply", lambda *args: calls.append(args[0].shape[0]) or original(*args))
+    original = sf.WindowPatches.apply
+    monkeypatch.setattr(sf.WindowPatches, "apply", lambda *args: calls.append(args[0].shape[0]) or original(*args))
     with torch.no_grad():
         chunked = conv_max_pool2d(sparse, x, 2, relu=True)
     assert calls == [2, 2, 2, 1]
     assert torch.equal(chunked, whole)
+
+
+def test_conv_max_pool_output_feeds_a_sparse_layer_without_a_copy():
+    """The pooled output, flattened, is the transpose of a contiguous (features, batch) matrix: what the
+    sparse linear kernels read, so LeNet-5's fc1 takes it without transposing its largest input."""
+    from sparsetopo.nn import conv_max_pool2d
+    _, sparse = pair(np.ones((6, 3), dtype=bool), (3, 6, 3), True, torch.float32, seed=0)
+    y = conv_max_pool2d(sparse, torch.randn(5, 3, 10, 10), 2, relu=True)
+    flat = torch.flatten(y, 1)
+    assert flat.shape == (5, 6 * 4 * 4)
+    assert flat.t().is_contiguous() and flat.data_ptr() == y.data_ptr()
 
 
 def test_conv_max_pool_refuses_a_bad_window():

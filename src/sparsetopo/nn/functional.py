@@ -267,35 +267,77 @@ def sparse_conv2d(layer, x: torch.Tensor) -> torch.Tensor:
     return y if batched else y.squeeze(0)
 
 
+class WindowPatches(torch.autograd.Function):
+    """The patches of ``x`` (n, c, h, w) for a convolution followed by k x k max-pooling (stride k), as a
+    feature-major ``(c*kh*kw, k*k*M)`` matrix in *window order*: column ``q*M + (i*pw + j)*n + s`` is the
+    patch of output position ``(i*k + di, j*k + dj)`` of sample ``s``, with ``q = di*k + dj`` and
+    ``M = ph*pw*n``. Pooling is then an element-wise maximum over the k*k segments, and the pooled output
+    comes out as ``(channels, ph, pw, n)``: the feature-major input of a following sparse layer. Output
+    positions outside every window (odd sizes) are left out. One strided copy; the backward folds the
+    patch gradients back into the input gradient (``kernels.fold_windows``), each input element adding its
+    terms in kernel-position order as ``Im2ColT``'s backward does."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                padding: tuple[int, int], dilation: tuple[int, int], k: int) -> torch.Tensor:
+        n, c, h, w = x.shape
+        kh, kw = kernel
+        ph_, pw_ = padding
+        xp = F.pad(x, (pw_, pw_, ph_, ph_)) if (ph_ or pw_) else x
+        oh = (h + 2 * ph_ - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        ow = (w + 2 * pw_ - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        ph, pw = oh // k, ow // k
+        sn, sc, sh, sw = xp.stride()
+        patches = xp.as_strided(
+            (c, kh, kw, k, k, ph, pw, n),
+            (sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1], sh * stride[0] * k,
+             sw * stride[1] * k, sn), xp.storage_offset())
+        ctx.geom = (n, c, h, w, kh, kw, ph, pw, ph_, pw_, stride, dilation, k)
+        return patches.reshape(c * kh * kw, k * k * ph * pw * n)
+
+    @staticmethod
+    def backward(ctx, gxt: torch.Tensor):
+        n, c, h, w, kh, kw, ph, pw, pad_h, pad_w, stride, dilation, k = ctx.geom
+        gx = gxt.new_zeros(n, c, h + 2 * pad_h, w + 2 * pad_w)
+        # CPU float32/64 only (``fused_pool_ok``): one numba pass, channels split over the kernel threads
+        cols = gxt.detach().contiguous().numpy().reshape(c, kh, kw, k, k, ph, pw, n)
+        kernels.fold_windows(cols, gx.numpy(), dilation, stride)
+        if pad_h or pad_w:
+            gx = gx[:, :, pad_h:pad_h + h, pad_w:pad_w + w]
+        return gx, None, None, None, None, None
+
+
 class CSRConvPool(torch.autograd.Function):
     """``max_pool2d`` (k x k windows, stride k) of a sparse convolution's output, optionally followed by a
-    ReLU, from feature-major patches
-    ``xt`` ``(in_ch*kh*kw, n*oh*ow)``, without the full-resolution output: the product is pooled row by row
-    as it is computed, and the backward expands the pooled gradient into the feature-major layout the
-    sparse kernels read. Values and gradients are those of ``sparse_conv2d`` followed by
-    ``torch.max_pool2d`` (and ``torch.relu``), bit for bit (tested)."""
+    ReLU, from window-ordered patches (``WindowPatches``), without the full-resolution output: each output
+    row is pooled as it is computed, and the backward expands the pooled gradient into the window-ordered
+    layout the SDDMM and transposed-product kernels read. The values are those of ``sparse_conv2d``
+    followed by ``torch.max_pool2d`` (and ``torch.relu``) bit for bit; the gradients equal theirs to float
+    rounding (the weight gradient sums the columns in window order), deterministically."""
 
     @staticmethod
     def forward(ctx, xt: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, plan: Plan,
                 geom: tuple[int, int, int, int], relu: bool) -> torch.Tensor:
-        n, oh, ow, k = geom
+        n, ph, pw, k = geom
         xt_np = xt.detach().numpy()
         b = (bias.detach().numpy() if bias is not None
              else np.zeros(plan.rows, dtype=xt_np.dtype))
-        y, am = kernels.spmm_pool(plan.np_indptr, plan.np_indices, values.detach().numpy(), xt_np, b,
-                                  n, oh, ow, k, relu)
+        y, am = kernels.spmm_pool(plan.np_indptr, plan.np_indices, values.detach().numpy(), xt_np, b, k * k,
+                                  relu)
         ctx.plan, ctx.geom, ctx.has_bias = plan, geom, bias is not None
         ctx.save_for_backward(xt, values)
         ctx.am = am
-        return torch.from_numpy(y)
+        # (rows, ph, pw, n) seen as (n, rows, ph, pw): flattening it gives a following layer's feature-major input
+        return torch.from_numpy(y).view(plan.rows, ph, pw, n).permute(3, 0, 1, 2)
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):
         xt, values = ctx.saved_tensors
         plan: Plan = ctx.plan
-        _, oh, ow, k = ctx.geom
-        # gy is read in place, whatever its strides (after a sparse fc1 it is a transposed view)
-        gyt = kernels.unpool(gy.detach().numpy(), ctx.am, oh, ow, k)
+        _, _, _, k = ctx.geom
+        # free when gy comes back from a sparse layer in the layout forward gave (a transposed view)
+        g = gy.detach().permute(1, 2, 3, 0).contiguous().reshape(plan.rows, -1)
+        gyt = kernels.unpool(g.numpy(), ctx.am, k * k)
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
             gx = torch.from_numpy(kernels.spmm(plan.np_t_indptr, plan.np_t_indices, values.detach().numpy(),
@@ -331,16 +373,20 @@ def _out_size(layer, x: torch.Tensor) -> tuple[int, int]:
 
 def sparse_conv2d_pool(layer, x: torch.Tensor, kernel: int, relu: bool = False) -> torch.Tensor:
     """``torch.max_pool2d(sparse_conv2d(layer, x), kernel)``, then ``torch.relu`` if ``relu``, in one pass (see
-    ``CSRConvPool``); the caller checks ``fused_pool_ok``. Without autograd, large batches run in chunks as in ``sparse_conv2d``."""
+    ``CSRConvPool``); the caller checks ``fused_pool_ok``. The result has the shape of the two-step one and
+    the memory layout ``(channels, ph, pw, n)``. Without autograd, large batches run in chunks, as in
+    ``sparse_conv2d``, with the same values."""
     plan = layer_plan(layer)
     n = x.shape[0]
     oh, ow = _out_size(layer, x)
-    per_sample = layer._cols * oh * ow   # the patch matrix is the largest array of the fused path
+    ph, pw = oh // kernel, ow // kernel
+    per_sample = layer._cols * kernel * kernel * ph * pw   # the patch matrix is the largest array here
     if not torch.is_grad_enabled() and n > 1 and n * per_sample > NO_GRAD_CHUNK_ELEMENTS:
         chunk = max(1, NO_GRAD_CHUNK_ELEMENTS // per_sample)
-        out = x.new_empty(n, plan.rows, oh // kernel, ow // kernel)
+        out = x.new_empty(plan.rows, ph, pw, n)
         for start in range(0, n, chunk):
-            out[start:start + chunk] = sparse_conv2d_pool(layer, x[start:start + chunk], kernel, relu)
-        return out
-    xt = Im2ColT.apply(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
-    return CSRConvPool.apply(xt.contiguous(), layer.weight_values, layer.bias, plan, (n, oh, ow, kernel), relu)
+            part = sparse_conv2d_pool(layer, x[start:start + chunk], kernel, relu)
+            out[..., start:start + chunk] = part.permute(1, 2, 3, 0)
+        return out.permute(3, 0, 1, 2)
+    xt = WindowPatches.apply(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation, kernel)
+    return CSRConvPool.apply(xt, layer.weight_values, layer.bias, plan, (n, ph, pw, kernel), relu)

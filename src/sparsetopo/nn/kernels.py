@@ -139,57 +139,31 @@ def _gather(values, perm, out):  # pragma: no cover
 
 
 @nb.njit(cache=True, nogil=True)
-def _pool_tile(acc, s0, s1, r, oh, ow, k, relu, y, am):  # pragma: no cover
-    """Max over each k x k window of samples s0..s1 of one output row (``acc``: their ``oh*ow`` values
-    each, in order) into ``y[s, r]``, with the window position of the maximum in ``am[s, r]``: the first
-    maximum in row-major order, NaN propagating, as torch's ``max_pool2d`` (no fastmath here: ``v != v``
-    must stay a NaN test; the comparisons are branch-free selects). With ``relu``, a maximum that
+def _pool_segments(acc, n, relu, y, am):  # pragma: no cover
+    """``y[m]`` = the maximum over ``acc[0..kk-1, m]`` (one window's positions) for m < n, ``am[m]`` its
+    position: the first maximum, NaN propagating, as torch's ``max_pool2d`` (no fastmath here: ``v != v``
+    must stay a NaN test; the loops are branch-free and vectorise). With ``relu``, a maximum that
     ``torch.relu`` sets to 0 (``v <= 0``) is stored as 0 with position -1: it passes no gradient, as
     ``threshold_backward`` does."""
-    L = oh * ow
-    ph = oh // k
-    pw = ow // k
-    zero = acc.dtype.type(0)
-    for s in range(s0, s1):
-        base = (s - s0) * L
-        for i in range(ph):
-            row = base + i * k * ow
-            for j in range(pw):
-                p0 = row + j * k
-                if k == 2:  # the common window, without branches on the data (the NaN test is predictable)
-                    a = acc[p0]
-                    b = acc[p0 + 1]
-                    c = acc[p0 + ow]
-                    d = acc[p0 + ow + 1]
-                    if not ((a != a) | (b != b) | (c != c) | (d != d)):
-                        t1 = b > a
-                        m1 = max(a, b)
-                        t2 = c > m1
-                        m2 = max(m1, c)
-                        t3 = d > m2
-                        best = max(m2, d)
-                        arg = 3 * np.int64(t3) + (1 - np.int64(t3)) * (2 * np.int64(t2) + (1 - np.int64(t2)) * np.int64(t1))
-                        if relu:
-                            off = np.int64(best <= zero)
-                            best = max(best, zero)
-                            arg = arg * (1 - off) - off
-                        y[s, r, i, j] = best
-                        am[s, r, i, j] = arg
-                        continue
-                best = acc[p0]
-                arg = 0
-                for di in range(k):
-                    for dj in range(k):
-                        v = acc[p0 + di * ow + dj]
-                        take = (v > best) | (v != v)
-                        best = v if take else best
-                        arg = di * k + dj if take else arg
-                if relu:
-                    off = best <= 0
-                    best = 0 if off else best
-                    arg = -1 if off else arg
-                y[s, r, i, j] = best
-                am[s, r, i, j] = arg
+    zero = y.dtype.type(0)
+    first = acc[0]
+    for m in range(n):
+        y[m] = first[m]
+        am[m] = 0
+    for q in range(1, acc.shape[0]):
+        seg = acc[q]
+        qq = np.int8(q)
+        for m in range(n):
+            v = seg[m]
+            best = y[m]
+            take = (v > best) | (v != v)
+            y[m] = v if take else best
+            am[m] = qq if take else am[m]
+    if relu:
+        for m in range(n):
+            off = y[m] <= zero
+            y[m] = zero if off else y[m]
+            am[m] = np.int8(-1) if off else am[m]
 
 
 # fastmath without the no-NaN/no-inf assumptions: the pooling inlined here must see NaN (the sums are
@@ -198,69 +172,82 @@ _SUM_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @nb.njit(cache=True, fastmath=_SUM_FASTMATH, nogil=True)
-def _spmm_pool_rows(r0, r1, tile, indptr, indices, values, xt, bias, oh, ow, k, relu, y, am):  # pragma: no cover
-    """``_spmm_rows`` on the patch columns of ``tile`` samples at a time, each output row max-pooled in
-    k x k windows straight into ``y`` (samples, rows, oh // k, ow // k): the full-resolution output exists
-    only as one row of one tile. Each element is summed as in ``_spmm_rows``."""
-    n = y.shape[0]
-    L = oh * ow
-    acc = np.empty(tile * L, dtype=xt.dtype)
-    for s0 in range(0, n, tile):
-        s1 = min(s0 + tile, n)
-        c0 = s0 * L
-        m = (s1 - s0) * L
+def _spmm_pool_rows(r0, r1, tile, indptr, indices, values, xt, bias, kk, relu, y, am):  # pragma: no cover
+    """``_spmm_rows`` on window-ordered patch columns (``kk`` segments of ``M`` columns, one per window
+    position), max-pooled across the segments into ``y`` / ``am`` (rows, M), ``tile`` columns of every
+    segment at a time: the full-resolution output exists only as one row of one tile. Each element is
+    summed as in ``_spmm_rows``."""
+    M = y.shape[1]
+    acc = np.empty((kk, tile), dtype=xt.dtype)
+    for m0 in range(0, M, tile):
+        m1 = min(m0 + tile, M)
+        n = m1 - m0
         for r in range(r0, r1):
             b = bias[r]
-            for j in range(m):
-                acc[j] = b
-            kk = indptr[r]
-            end = indptr[r + 1]
-            while kk + 4 <= end:
-                w0 = values[kk]
-                w1 = values[kk + 1]
-                w2 = values[kk + 2]
-                w3 = values[kk + 3]
-                x0 = xt[indices[kk], c0:c0 + m]
-                x1 = xt[indices[kk + 1], c0:c0 + m]
-                x2 = xt[indices[kk + 2], c0:c0 + m]
-                x3 = xt[indices[kk + 3], c0:c0 + m]
-                for j in range(m):
-                    acc[j] += w0 * x0[j] + w1 * x1[j] + w2 * x2[j] + w3 * x3[j]
-                kk += 4
-            while kk < end:
-                w = values[kk]
-                x0 = xt[indices[kk], c0:c0 + m]
-                for j in range(m):
-                    acc[j] += w * x0[j]
-                kk += 1
-            _pool_tile(acc, s0, s1, r, oh, ow, k, relu, y, am)
+            for q in range(kk):
+                out = acc[q]
+                c0 = q * M + m0
+                for j in range(n):
+                    out[j] = b
+                kx = indptr[r]
+                end = indptr[r + 1]
+                while kx + 4 <= end:
+                    w0 = values[kx]
+                    w1 = values[kx + 1]
+                    w2 = values[kx + 2]
+                    w3 = values[kx + 3]
+                    x0 = xt[indices[kx], c0:c0 + n]
+                    x1 = xt[indices[kx + 1], c0:c0 + n]
+                    x2 = xt[indices[kx + 2], c0:c0 + n]
+                    x3 = xt[indices[kx + 3], c0:c0 + n]
+                    for j in range(n):
+                        out[j] += w0 * x0[j] + w1 * x1[j] + w2 * x2[j] + w3 * x3[j]
+                    kx += 4
+                while kx < end:
+                    w = values[kx]
+                    x0 = xt[indices[kx], c0:c0 + n]
+                    for j in range(n):
+                        out[j] += w * x0[j]
+                    kx += 1
+            _pool_segments(acc, n, relu, y[r, m0:m1], am[r, m0:m1])
 
 
 @nb.njit(cache=True, nogil=True)
-def _unpool_rows(r0, r1, gy, am, oh, ow, k, gyt):  # pragma: no cover
-    """The gradient of the pooled rows r0..r1 at full resolution, feature-major: ``gyt[r]`` over
-    (sample, row, column) is 0 except at each window's maximum, which gets ``0 + gy`` (as torch's
-    max-pool backward, which adds into zeros); a window at position -1 (a ReLU'd zero) passes nothing."""
-    n = gy.shape[0]
-    ph = gy.shape[2]
-    pw = gy.shape[3]
-    L = oh * ow
+def _unpool_rows(r0, r1, gy, am, kk, gyt):  # pragma: no cover
+    """The gradient of pooled rows r0..r1 at full resolution in window order: segment q of ``gyt[r]`` is
+    ``0 + gy[r]`` where the window's maximum is at position q, else 0 (as torch's max-pool backward, which
+    adds into zeros); position -1 (a ReLU'd zero) passes nothing. Written once, in order, branch-free."""
+    M = gy.shape[1]
     zero = gyt.dtype.type(0)
-    offset = np.empty(k * k, dtype=np.int64)  # window position -> offset from the window's corner
-    for a in range(k * k):
-        offset[a] = (a // k) * ow + a % k
     for r in range(r0, r1):
-        row = gyt[r]
-        for j in range(n * L):
-            row[j] = zero
-        for s in range(n):
-            base = s * L
-            for i in range(ph):
-                for j in range(pw):
-                    a = am[s, r, i, j]
-                    if a < 0:
-                        continue
-                    row[base + i * k * ow + j * k + offset[a]] += gy[s, r, i, j]
+        g = gy[r]
+        a = am[r]
+        for q in range(kk):
+            out = gyt[r, q * M:(q + 1) * M]
+            qq = np.int8(q)
+            for m in range(M):
+                out[m] = (zero + g[m]) if a[m] == qq else zero
+
+
+@nb.njit(cache=True, nogil=True)
+def _fold_windows_rows(c0, c1, cols, gx, dh, dw, sh, sw):  # pragma: no cover
+    """Channels c0..c1 of the input gradient ``gx`` (n, c, H, W, zeros) from window-ordered patch gradients
+    ``cols`` (c, kh, kw, k, k, ph, pw, n): each input element adds its terms in kernel-position order, as
+    ``Im2ColT``'s backward does."""
+    _, kh, kw, k, _, ph, pw, n = cols.shape
+    for c in range(c0, c1):
+        for a in range(kh):
+            for b in range(kw):
+                for di in range(k):
+                    for dj in range(k):
+                        src = cols[c, a, b, di, dj]
+                        for i in range(ph):
+                            y = a * dh + (i * k + di) * sh
+                            for j in range(pw):
+                                x = b * dw + (j * k + dj) * sw
+                                v = src[i, j]
+                                for s in range(n):
+                                    gx[s, c, y, x] += v[s]
 
 
 def batch_tile(batch: int) -> int:
@@ -361,32 +348,42 @@ def sddmm(indptr: np.ndarray, indices: np.ndarray, gyt: np.ndarray, xt: np.ndarr
 
 
 def spmm_pool(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, xt: np.ndarray, bias: np.ndarray,
-              samples: int, oh: int, ow: int, k: int, relu: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """A convolution's sparse product on feature-major patches ``xt`` (``(cols, samples*oh*ow)``), max-pooled
-    in k x k windows (stride k), then ReLU'd if ``relu``: ``(samples, rows, oh // k, ow // k)`` values and
-    the int8 window position of each maximum (-1 where the ReLU gave 0). The value of each pooled element
-    is the one ``spmm`` computes at that position."""
+              kk: int, relu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A convolution's sparse product on window-ordered feature-major patches ``xt`` (``(cols, kk*M)``: the
+    columns of window position q are ``q*M .. q*M + M - 1``), max-pooled over the ``kk`` positions, then
+    ReLU'd if ``relu``: ``(rows, M)`` values and the int8 window position of each maximum (-1 where the
+    ReLU gave 0). Each pooled value is the one ``spmm`` computes at that position."""
     rows = indptr.shape[0] - 1
-    y = np.empty((samples, rows, oh // k, ow // k), dtype=xt.dtype)
-    am = np.empty(y.shape, dtype=np.int8)
+    M = xt.shape[1] // kk
+    y = np.empty((rows, M), dtype=xt.dtype)
+    am = np.empty((rows, M), dtype=np.int8)
     if y.size == 0:
         return y, am
-    L = oh * ow
-    ranges = row_ranges(indptr, samples * L, samples * L // 4)
-    _run(_spmm_pool_rows, ranges, max(1, MAX_TILE // L), indptr, indices, values, xt, bias, oh, ow, k, relu,
+    ranges = row_ranges(indptr, kk * M, kk * M // 4)
+    _run(_spmm_pool_rows, ranges, max(1, min(M, MAX_TILE)), indptr, indices, values, xt, bias, kk, relu,
          y, am)
     return y, am
 
 
-def unpool(gy: np.ndarray, am: np.ndarray, oh: int, ow: int, k: int) -> np.ndarray:
-    """The full-resolution, feature-major ``(rows, samples*oh*ow)`` gradient of a ``spmm_pool`` output,
-    from the gradient ``gy`` of its pooled values (any strides; ``am`` C-contiguous)."""
-    samples, rows = gy.shape[0], gy.shape[1]
-    gyt = np.empty((rows, samples * oh * ow), dtype=gy.dtype)
+def unpool(gy: np.ndarray, am: np.ndarray, kk: int) -> np.ndarray:
+    """The full-resolution, window-ordered ``(rows, kk*M)`` gradient of a ``spmm_pool`` output from the
+    gradient ``gy`` ``(rows, M)`` of its pooled values (both C-contiguous, like ``am``)."""
+    rows, M = gy.shape
+    gyt = np.empty((rows, kk * M), dtype=gy.dtype)
     threads = max(1, min(torch.get_num_threads(), gyt.size // MIN_WORK_PER_THREAD, rows))
     bounds = [rows * i // threads for i in range(threads + 1)]
-    _run(_unpool_rows, list(zip(bounds[:-1], bounds[1:])), gy, am, oh, ow, k, gyt)
+    _run(_unpool_rows, list(zip(bounds[:-1], bounds[1:])), gy, am, kk, gyt)
     return gyt
+
+
+def fold_windows(cols: np.ndarray, gx: np.ndarray, dilation: tuple[int, int], stride: tuple[int, int]) -> None:
+    """Add window-ordered patch gradients ``cols`` (c, kh, kw, k, k, ph, pw, n) into the zeroed, padded
+    input gradient ``gx`` (n, c, H, W), split over the kernel threads by channel."""
+    channels = cols.shape[0]
+    threads = max(1, min(torch.get_num_threads(), cols.size // MIN_WORK_PER_THREAD, channels))
+    bounds = [channels * i // threads for i in range(threads + 1)]
+    _run(_fold_windows_rows, list(zip(bounds[:-1], bounds[1:])), cols, gx, dilation[0], dilation[1],
+         stride[0], stride[1])
 
 
 def transpose(a: np.ndarray) -> np.ndarray:
