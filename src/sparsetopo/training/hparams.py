@@ -184,23 +184,29 @@ def parse_device(value: Any) -> DeviceSpec:
     return DeviceSpec(kind, int(index) if index else None)
 
 
+def _mps_available() -> bool:
+    import torch
+
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(spec: DeviceSpec) -> DeviceSpec:
     """``auto`` made concrete on this machine; an accelerator that is not there is refused."""
     import torch
 
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-
+    if spec.kind == "cpu":
+        return spec
     if spec.kind == "auto":
         if torch.cuda.is_available():
             return DeviceSpec("cuda", spec.index)
-        if mps:
+        if _mps_available():
             return DeviceSpec("mps")
         return DeviceSpec("cpu")
     if spec.kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is visible to this process (use --device cpu or auto)")
     if spec.kind == "cuda" and spec.index is not None and spec.index >= torch.cuda.device_count():
         raise ConfigError(f"--device cuda:{spec.index}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if spec.kind == "mps" and not mps:
+    if spec.kind == "mps" and not _mps_available():
         raise ConfigError("--device mps: MPS is not available here (use --device cpu or auto)")
     return spec
 
