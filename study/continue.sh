@@ -8,11 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export SPARSETOPO_DATA="${SPARSETOPO_DATA:-../shared/data}"
 out=study/paper
-paper=(fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init)
+paper=(fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init ablation_scope)
 for exp in "${paper[@]}"; do
     sparsetopo sweep "$exp" --profile paper --out "$out" --only model=lenet300
 done
-for exp in fig8 fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init; do
+for exp in fig8 fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init ablation_scope; do
     sparsetopo sweep "$exp" --profile paper --out "$out"
 done
 sparsetopo sweep fig9_resnet --profile quick --out "$out"
