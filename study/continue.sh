@@ -8,12 +8,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export SPARSETOPO_DATA="${SPARSETOPO_DATA:-../shared/data}"
 out=study/paper
+failed=()  # a sweep with failed runs does not stop the study: the next experiments still run
 paper=(fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init ablation_scope)
 for exp in "${paper[@]}"; do
-    sparsetopo sweep "$exp" --profile paper --out "$out" --only model=lenet300
+    sparsetopo sweep "$exp" --profile paper --out "$out" --only model=lenet300 || failed+=("$exp")
 done
 for exp in fig8 fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init ablation_scope; do
-    sparsetopo sweep "$exp" --profile paper --out "$out"
+    sparsetopo sweep "$exp" --profile paper --out "$out" || failed+=("$exp")
 done
-sparsetopo sweep fig9_resnet --profile quick --out "$out"
+sparsetopo sweep fig9_resnet --profile quick --out "$out" || failed+=(fig9_resnet)
 sparsetopo report "$out" --out "$out/report"
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "continue.sh: runs failed in: ${failed[*]} (see each sweep's output; a rerun retries them)" >&2
+    exit 1
+fi
