@@ -151,19 +151,21 @@ def concurrent_rows(steps: int, tries: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _timed_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Seconds of one training step: forward, cross-entropy, backward, optimiser step."""
+    start = time.perf_counter()
+    loss = nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - start
+
+
 def _step_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, momentum: float = 0.9) -> float:
     """Median milliseconds of one SGD step (lr 0.1) after a warm-up step."""
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
-    times = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    times = [_timed_step(model, opt, x, y) for _ in range(steps + 1)]
+    return 1e3 * statistics.median(times[1:])
 
 
 def _two_step_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -205,13 +207,9 @@ def wide_rows(steps: int) -> list[dict[str, Any]]:
         for i in range(steps + 1):
             for name, forward in (("two_step", two_step), ("fused", fused)):
                 model.forward = forward
-                start = time.perf_counter()
-                loss = nn.functional.cross_entropy(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                seconds = _timed_step(model, opt, x, y)
                 if i:
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append(seconds)
         model.forward = fused
         ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
         rows.append({"row": "wide", "model": f"lenet5 x{k}", "dataset": dataset, "steps": steps,
