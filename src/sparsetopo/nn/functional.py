@@ -195,6 +195,14 @@ def sparse_linear(layer, x: torch.Tensor) -> torch.Tensor:
     return y.reshape(*lead, plan.rows)
 
 
+def conv_out_size(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                  dilation: tuple[int, int]) -> tuple[int, int]:
+    """Output height and width of a convolution over an ``h`` x ``w`` input (torch's rule)."""
+    oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    return oh, ow
+
+
 class Im2ColT(torch.autograd.Function):
     """Patches of ``x`` (n, c, h, w) as a feature-major ``(c*kh*kw, n*oh*ow)`` matrix, in one strided copy.
 
@@ -208,8 +216,7 @@ class Im2ColT(torch.autograd.Function):
         kh, kw = kernel
         ph, pw = padding
         xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x.contiguous()
-        oh = (h + 2 * ph - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-        ow = (w + 2 * pw - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        oh, ow = conv_out_size(h, w, kernel, stride, padding, dilation)
         sn, sc, sh, sw = xp.stride()
         patches = xp.as_strided((c, kh, kw, n, oh, ow),
                                 (sc, sh * dilation[0], sw * dilation[1], sn, sh * stride[0], sw * stride[1]))
@@ -249,10 +256,8 @@ def sparse_conv2d(layer, x: torch.Tensor) -> torch.Tensor:
     batched = x.dim() == 4
     if not batched:
         x = x.unsqueeze(0)
-    n, _, h, w = x.shape
-    kh, kw = layer.kernel_size
-    oh = (h + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
-    ow = (w + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
+    n = x.shape[0]
+    oh, ow = _out_size(layer, x)
     per_sample = plan.rows * oh * ow
     if not torch.is_grad_enabled() and n > 1 and n * per_sample > NO_GRAD_CHUNK_ELEMENTS:
         # each output element is computed the same way whatever the chunk, so the result is identical
@@ -284,8 +289,7 @@ class WindowPatches(torch.autograd.Function):
         kh, kw = kernel
         ph_, pw_ = padding
         xp = F.pad(x, (pw_, pw_, ph_, ph_)) if (ph_ or pw_) else x
-        oh = (h + 2 * ph_ - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-        ow = (w + 2 * pw_ - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        oh, ow = conv_out_size(h, w, kernel, stride, padding, dilation)
         ph, pw = oh // k, ow // k
         sn, sc, sh, sw = xp.stride()
         patches = xp.as_strided(
@@ -364,11 +368,7 @@ def fused_pool_ok(layer, x: torch.Tensor, kernel: int) -> bool:
 
 
 def _out_size(layer, x: torch.Tensor) -> tuple[int, int]:
-    h, w = x.shape[-2:]
-    kh, kw = layer.kernel_size
-    oh = (h + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
-    ow = (w + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
-    return oh, ow
+    return conv_out_size(*x.shape[-2:], layer.kernel_size, layer.stride, layer.padding, layer.dilation)
 
 
 def sparse_conv2d_pool(layer, x: torch.Tensor, kernel: int, relu: bool = False) -> torch.Tensor:

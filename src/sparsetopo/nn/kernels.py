@@ -291,6 +291,14 @@ def row_ranges(indptr: np.ndarray, work_per_nnz: int, extra_per_row: int = 0) ->
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def even_ranges(n: int, most: int) -> list[tuple[int, int]]:
+    """``0..n`` cut into equal contiguous ranges, one per thread: ``torch.get_num_threads()``, at most
+    ``most`` and ``n``, at least one."""
+    threads = max(1, min(torch.get_num_threads(), most, n))
+    bounds = [n * i // threads for i in range(threads + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def _run(fn, ranges: list[tuple[int, int]], *args) -> None:
     if len(ranges) == 1:
         fn(ranges[0][0], ranges[0][1], *args)
@@ -370,20 +378,15 @@ def unpool(gy: np.ndarray, am: np.ndarray, kk: int) -> np.ndarray:
     gradient ``gy`` ``(rows, M)`` of its pooled values (both C-contiguous, like ``am``)."""
     rows, M = gy.shape
     gyt = np.empty((rows, kk * M), dtype=gy.dtype)
-    threads = max(1, min(torch.get_num_threads(), gyt.size // MIN_WORK_PER_THREAD, rows))
-    bounds = [rows * i // threads for i in range(threads + 1)]
-    _run(_unpool_rows, list(zip(bounds[:-1], bounds[1:])), gy, am, kk, gyt)
+    _run(_unpool_rows, even_ranges(rows, gyt.size // MIN_WORK_PER_THREAD), gy, am, kk, gyt)
     return gyt
 
 
 def fold_windows(cols: np.ndarray, gx: np.ndarray, dilation: tuple[int, int], stride: tuple[int, int]) -> None:
     """Add window-ordered patch gradients ``cols`` (c, kh, kw, k, k, ph, pw, n) into the zeroed, padded
     input gradient ``gx`` (n, c, H, W), split over the kernel threads by channel."""
-    channels = cols.shape[0]
-    threads = max(1, min(torch.get_num_threads(), cols.size // MIN_WORK_PER_THREAD, channels))
-    bounds = [channels * i // threads for i in range(threads + 1)]
-    _run(_fold_windows_rows, list(zip(bounds[:-1], bounds[1:])), cols, gx, dilation[0], dilation[1],
-         stride[0], stride[1])
+    _run(_fold_windows_rows, even_ranges(cols.shape[0], cols.size // MIN_WORK_PER_THREAD), cols, gx,
+         dilation[0], dilation[1], stride[0], stride[1])
 
 
 def transpose(a: np.ndarray) -> np.ndarray:
@@ -398,9 +401,7 @@ def transpose(a: np.ndarray) -> np.ndarray:
     if rows > cols and a.size > 1 << 16:
         return torch.from_numpy(a).t().contiguous().numpy()
     out = np.empty((cols, rows), dtype=a.dtype)
-    threads = max(1, min(torch.get_num_threads(), a.size // (1 << 18), cols))
-    bounds = [cols * i // threads for i in range(threads + 1)]
-    _run(_copy_transposed, list(zip(bounds[:-1], bounds[1:])), a, out)
+    _run(_copy_transposed, even_ranges(cols, a.size // (1 << 18)), a, out)
     return out
 
 

@@ -450,8 +450,7 @@ class SparseConv2d(_SparseLayer):
             from sparsetopo.nn import functional as sf
             if sf.fused_pool_ok(self, x, kernel_size):
                 return sf.sparse_conv2d_pool(self, x, kernel_size, relu)
-        y = torch.max_pool2d(self(x), kernel_size)
-        return torch.relu(y) if relu else y
+        return _pool_relu(self(x), kernel_size, relu)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -505,7 +504,12 @@ def conv_max_pool2d(conv: nn.Module, x: torch.Tensor, kernel_size: int, relu: bo
     (``SparseConv2d.forward_max_pool``)."""
     if isinstance(conv, SparseConv2d):
         return conv.forward_max_pool(x, kernel_size, relu)
-    y = torch.max_pool2d(conv(x), kernel_size)
+    return _pool_relu(conv(x), kernel_size, relu)
+
+
+def _pool_relu(y: torch.Tensor, kernel_size: int, relu: bool) -> torch.Tensor:
+    """The plain two-step computation: ``torch.max_pool2d``, then ``torch.relu`` if ``relu``."""
+    y = torch.max_pool2d(y, kernel_size)
     return torch.relu(y) if relu else y
 
 
