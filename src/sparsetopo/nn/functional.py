@@ -368,7 +368,8 @@ def fused_pool_ok(layer, x: torch.Tensor, kernel: int) -> bool:
 
 
 def _out_size(layer, x: torch.Tensor) -> tuple[int, int]:
-    return conv_out_size(*x.shape[-2:], layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    h, w = x.shape[-2:]
+    return conv_out_size(h, w, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
 
 
 def sparse_conv2d_pool(layer, x: torch.Tensor, kernel: int, relu: bool = False) -> torch.Tensor:
