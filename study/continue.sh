@@ -2,8 +2,8 @@
 # Continue the published study in study/paper: every run of the shipped experiment files that is not
 # finished there yet (finished runs are skipped, interrupted ones resume), the cheap LeNet-300-100 runs first,
 # then the paper's experiments and the ablations at the paper profile (Fig. 8 first: its LeNet-5 retraining is
-# the paper's instability finding), then the ResNet-20 extension at its quick profile (30 epochs), then the
-# report. Safe to stop (kill) and start again at any point. Commit what finished with study/stage.sh.
+# the paper's instability finding; then the ablation of its retraining's initialisation), then the ResNet-20
+# extension at its quick profile (30 epochs), then the report. Safe to stop (kill) and start again at any point. Commit what finished with study/stage.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SPARSETOPO_DATA="${SPARSETOPO_DATA:-../shared/data}"
@@ -13,7 +13,7 @@ paper=(fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablatio
 for exp in "${paper[@]}"; do
     sparsetopo sweep "$exp" --profile paper --out "$out" --only model=lenet300 || failed+=("$exp")
 done
-for exp in fig8 fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init ablation_scope; do
+for exp in fig8 ablation_fig8_init fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init ablation_scope; do
     sparsetopo sweep "$exp" --profile paper --out "$out" || failed+=("$exp")
 done
 sparsetopo sweep fig9_resnet --profile quick --out "$out" || failed+=(fig9_resnet)

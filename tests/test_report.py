@@ -335,6 +335,35 @@ def test_an_ablation_compares_each_variant_with_its_baseline(tmp_path):
     assert rows["baseline"]["variant − baseline (95% interval)"] == "–"
 
 
+def test_an_ablation_counts_plateaus_against_a_reference_shared_with_its_baseline(tmp_path):
+    from scipy import stats as sps
+
+    source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
+    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
+                     source=source, findings=[])
+    store = ResultsStore(tmp_path / "s")
+    prune = add(store, exp, "source_baseline", "prune-s", "prune", {"method": "gradual", "sparsity": 0.99},
+                0.97, pruned=0.97)
+    topo = {"topology": f"file:{{run:{prune}}}/topology.npz"}
+    for seed in range(4):
+        add(store, exp, "baseline", f"train-b-{seed}", "train", {**topo, "seed": seed}, 0.98)
+        # the variant: every seed stalls together at 90%, so against its own best final accuracy (0.90) none
+        # would count as stalled; against the baseline's 0.98 all do
+        metrics = stuck(0.90)
+        add(store, exp, "dense_init", f"train-v-{seed}", "train", {**topo, "seed": seed, "init": "dense"},
+            metrics[-1]["test_accuracy"], metrics=metrics)
+    store.register_experiment(exp)
+    store.close()
+    write_report(tmp_path / "s", tmp_path / "r")
+    rows = {r["variant"]: r for r in csv.DictReader(open(tmp_path / "r" / "tables" / "abl_ablation.csv"))}
+    p = sps.fisher_exact([[4, 0], [0, 4]]).pvalue
+    assert rows["dense_init"]["plateaued [95% interval]"].startswith("4/4 [")
+    assert rows["dense_init"]["plateaus vs baseline (Fisher p)"] == f"4/4 vs 0/4 (p = {p:.2g})"
+    assert rows["baseline"]["plateaued [95% interval]"].startswith("0/4 [")
+    assert rows["baseline"]["plateaus vs baseline (Fisher p)"] == "–"
+    assert rows["source_baseline"]["plateaued [95% interval]"] == "–"  # prune runs are not tested
+
+
 def test_the_dst_section_compares_each_method_with_its_static_start(tmp_path):
     exp = Experiment(name="dst", kind="dst", title="DST", description="", profile="paper", path="dst", source="",
                      findings=[])

@@ -517,10 +517,14 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
         if rid in by_id and by_id[rid] not in stages[stage]:
             stages[stage].append(by_id[rid])
     table = Table(f"{exp['name']}_ablation", f"{sec.title}: each variant against the baseline",
-                  ["variant", *match, "accuracy", "its baseline", "variant − baseline (95% interval)"],
+                  ["variant", *match, "accuracy", "its baseline", "variant − baseline (95% interval)",
+                   "plateaued [95% interval]", "plateaus vs baseline (Fisher p)"],
                   note="Accuracy: test accuracy (%) after pruning for prune runs, at the end for training runs; "
                        "mean ± std over seeds (n). The interval is Welch's t over seeds; a difference needs at "
-                       "least 3 runs on each side.")
+                       "least 3 runs on each side. Plateaued: training runs whose test accuracy stays within 0.5 "
+                       "points for at least 20% of their evaluated steps (3+ evaluations) at least 2 points below "
+                       "the best final accuracy reached with the same options (against a baseline: by either side; "
+                       "Wilson's interval); the p-value is Fisher's exact test of the two plateau counts.")
     if "baseline" not in stages:
         sec.text.append("No baseline runs have finished yet.")
         sec.tables.append(table)
@@ -548,9 +552,31 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
             ref = describe(_measure(r) for r in base.get(values, []))
             diff = "–" if is_base else (welch(st, ref).points() if enough(st, ref)
                                         else f"not measured ({seeds_text(st, ref)})")
-            table.add(stage, *values, st, None if is_base else ref, diff)
+            table.add(stage, *values, st, None if is_base else ref, diff,
+                      *_plateau_columns(group, None if is_base else base.get(values, [])))
     sec.tables.append(table)
     return sec
+
+
+def _plateau_columns(group: list[Run], base: list[Run] | None) -> tuple[str, str]:
+    """The plateau count of a group's training runs with its Wilson interval, and Fisher's exact p against
+    the baseline's count (``–`` for prune runs, and for the baseline itself). The test's reference is the
+    best final accuracy of both groups: a variant whose seeds all stall together still counts as stalled."""
+    trained = [r for r in group if r.command == "train"]
+    ref = [r for r in base or [] if r.command == "train" and r not in trained]
+    if not trained:
+        return "–", "–"
+    pl = plateau_results(trained + ref, lambda r: 0)
+    k = sum(pl[r.id].plateaued for r in trained)
+    rate = wilson(k, len(trained))
+    count = f"{k}/{len(trained)} [{rate.low * 100:.0f}-{rate.high * 100:.0f}%]"
+    if not ref:
+        return count, "–"
+    from scipy import stats as sps
+
+    k_ref = sum(pl[r.id].plateaued for r in ref)
+    p = sps.fisher_exact([[k, len(trained) - k], [k_ref, len(ref) - k_ref]]).pvalue
+    return count, f"{k}/{len(trained)} vs {k_ref}/{len(ref)} (p = {p:.2g})"
 
 
 # ------------------------------------------------------------------------------------------------------
