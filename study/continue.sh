@@ -3,7 +3,8 @@
 # finished there yet (finished runs are skipped, interrupted ones resume), the cheap LeNet-300-100 runs first,
 # then the paper's experiments and the ablations at the paper profile (Fig. 8 first: its LeNet-5 retraining is
 # the paper's instability finding; then the ablation of its retraining's initialisation), then the ResNet-20
-# extension at its quick profile (30 epochs), then the report. Safe to stop (kill) and start again at any point. Commit what finished with study/stage.sh.
+# extension at its quick profile (30 epochs), then the report. Safe to stop (kill) and start again at any
+# point. Commit what finished with study/stage.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SPARSETOPO_DATA="${SPARSETOPO_DATA:-../shared/data}"

@@ -31,9 +31,8 @@ from sparsetopo.models.sparse import resolve_network
 EXPERIMENT = Path(__file__).resolve().parent.parent / "experiments" / "ablation_fig8_init.toml"
 
 
-def logit_spread(topology: str, weights: Path, x: torch.Tensor) -> float:
-    net = resolve_network("lenet5", (1, 28, 28), 10, topology=topology)
-    model = instantiate(net.arch, net.masks, backend="masked")
+def logit_spread(model: torch.nn.Module, weights: Path, x: torch.Tensor) -> float:
+    """The logits' std across the inputs ``x`` (mean over the classes), ``model`` holding ``weights``."""
     state = torch.load(weights, weights_only=True, map_location="cpu")
     model.load_state_dict(state.get("model", state))
     with torch.no_grad():
@@ -56,6 +55,8 @@ def main() -> None:
             print(f"{sparsity:8g}  (structure {rid} not in {args.out})")
             continue
         topology = f"file:{topo_file}"
+        net = resolve_network("lenet5", (1, 28, 28), 10, topology=topology)
+        model = instantiate(net.arch, net.masks, backend="masked")  # its weights are replaced per run
         for init in ("sparse", "dense"):
             spreads = []
             for seed in seeds:
@@ -65,7 +66,7 @@ def main() -> None:
                                     "mnist", "--topology", topology, "--init", init, "--seed", str(seed),
                                     "--steps", "1", "--quiet", "--out", str(run)],
                                    check=True, stdout=subprocess.DEVNULL)
-                    spreads.append(logit_spread(topology, run / "weights-step0.pt", x))
+                    spreads.append(logit_spread(model, run / "weights-step0.pt", x))
             print(f"{sparsity:8g}  {init:6}  {statistics.median(spreads):.2e} "
                   f"[{min(spreads):.2e}, {max(spreads):.2e}] (n={len(spreads)})")
 
