@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 export SPARSETOPO_DATA="${SPARSETOPO_DATA:-../shared/data}"
 out=study/paper
 failed=()  # a sweep with failed runs does not stop the study: the next experiments still run
-paper=(fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init ablation_scope)
+paper=(fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init ablation_scope
+       ablation_source)
 for exp in "${paper[@]}"; do
     sparsetopo sweep "$exp" --profile paper --out "$out" --only model=lenet300 || failed+=("$exp")
 done
