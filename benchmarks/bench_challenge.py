@@ -13,7 +13,8 @@ too: on a shared machine, inputs x edges per CPU-second is the per-core rate tha
 
     python benchmarks/bench_challenge.py [--neurons 1024 4096 16384] [--layers 120 480 1920] [--repeats 3]
 
-Prints a table and writes benchmarks/results/challenge.json.
+Prints a table and writes benchmarks/results/challenge.json, with the challenge's own rate table (neurons, layers,
+edges, inputs, time, rate = inputs x edges / time) under "rate_table".
 """
 
 from __future__ import annotations
@@ -185,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_start, "load_average_end": load_end, "machine": platform.processor()
         or platform.machine(), "cpu_count": os.cpu_count(), "rows": rows,
         "command": "python benchmarks/bench_challenge.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        # The challenge's own rate table: one line per network and method, rate = inputs x edges / time.
+        "rate_table": [{"neurons": r["neurons"], "layers": r["layers"], "edges": r["edges"], "inputs": r["inputs"],
+                        "method": r["method"], "threads": r["threads"], "time_s": r["seconds_median"],
+                        "rate_edges_per_s": r["rate"]} for r in rows],
     }
     atomic_write_json(args.out, report)
     print(f"load average {load_start[0]:.1f} -> {load_end[0]:.1f}; wrote {args.out}")
