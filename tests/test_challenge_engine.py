@@ -21,6 +21,7 @@ from sparsetopo.challenge import (
     read_truth,
     reference_infer,
 )
+from sparsetopo.challenge.engine import resolve_threads
 from sparsetopo.challenge.generate import resample_matrix
 from sparsetopo.errors import ConfigError
 from sparsetopo.topology import radix_net
@@ -89,7 +90,8 @@ def test_engine_equals_reference_bit_for_bit(name: str, make, bias: float, top: 
     net = ChallengeNetwork.from_layers(layers, bias)
     expect = reference_infer(inputs, layers, bias, dtype=dtype)
     assert 0 < categories(expect).size < 300            # some rows die, some survive
-    for kwargs in ({}, {"pull_fraction": 0.0, "threads": 1}, {"pull_fraction": 1.0, "batch": 37, "block": 3}):
+    few_live = {"batch": 10, "threads": resolve_threads(None)}     # blocks shrink to give every thread work
+    for kwargs in ({}, {"pull_fraction": 0.0, "threads": 1}, {"pull_fraction": 1.0, "batch": 37, "block": 3}, few_live):
         got = infer(net, inputs, dtype=dtype, return_activations=True, **kwargs)
         assert np.array_equal(got.categories, categories(expect))
         assert got.activations.shape == expect.shape

@@ -1,7 +1,8 @@
 """The fast CPU inference engine (numba), exact against the scipy reference.
 
 Each input row is independent of every other through all layers, so rows are processed in blocks of
-``block`` rows, one block per thread task (dynamic scheduling), each block walking through the layers. Per
+``block`` rows (fewer, down to 4, when few rows are alive, so that each thread gets several blocks), one
+block per thread task (dynamic scheduling), each block walking through the layers. Per
 row and layer the engine picks the cheaper of two exact formulations:
 
 * push (sparse rows): for each nonzero ``y_i``, scatter ``y_i * w`` into the 32 outputs of row ``i`` of the
@@ -278,6 +279,14 @@ def _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl, l0, l1, bias, ymax
                 break
 
 
+def _block_for(live: int, block: int, threads: int) -> int:
+    """Rows per thread task: ``block``, or fewer (not under 4, the rows a pull shares its index loads
+    with) when the live rows would give fewer than four tasks per thread, so every thread has work."""
+    if threads <= 1:
+        return block
+    return max(min(block, 4), min(block, -(-live // (4 * threads))))
+
+
 def _schedule(n_layers: int, chunk: int) -> list[tuple[int, int]]:
     """Layer ranges: short ones first (1, 1, 2, 4, ... layers), since most rows die in the first layers and
     the live rows are compacted between ranges (so blocks hold live rows), then ranges of ``chunk``."""
@@ -395,7 +404,7 @@ def infer(
                         vals = np.asarray(network.values[l0:l1], dtype=dt)
                         tvals = np.asarray(network.tvalues[l0:l1], dtype=dt)
                     _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl[l0:l1], 0, l1 - l0, bias, ymax,
-                                block, pull_min)
+                                _block_for(rows.size, block, nthreads), pull_min)
                     rows = rows[nnz[rows] > 0]
                 alive[first + rows] = True
                 if return_activations and rows.size:
