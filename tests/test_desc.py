@@ -305,3 +305,44 @@ def test_a_real_sweep_runs_the_api_and_a_moved_published_folder_reruns_nothing(t
     write_report(moved, moved / "report", ["contract"])
     after = {f.relative_to(moved / "report"): f.read_bytes() for f in (moved / "report").rglob("*") if f.is_file()}
     assert after.keys() == before.keys() and after == before  # the same report, byte for byte
+
+
+def test_a_new_stage_on_a_published_run_without_weights_restores_them(tmp_path):
+    """A one-shot stage added to a published folder whose dense run kept no weights: the sweep trains the
+    dense run again aside, moves only its weights in (the published files untouched), and the one-shot run
+    and its retraining come out exactly as in a folder that never lost the weights."""
+    import shutil
+
+    from sparsetopo.experiments.runner import run_sweep
+
+    full = tmp_path / "contract.toml"
+    full.write_text(textwrap.dedent(SWEEP))
+    dense_only = tmp_path / "dense.toml"
+    dense_only.write_text(textwrap.dedent(SWEEP).split("[stages.oneshot]")[0] + "[profiles.paper]\n")
+    exp = load_experiment(full, "paper")
+    (dense_id,) = [s.id for s in exp.runs if s.stage == "dense"]
+
+    reference = tmp_path / "reference"
+    assert run_sweep([exp], reference, progress=False).completed == 3
+
+    published = tmp_path / "published"
+    assert run_sweep([load_experiment(dense_only, "paper")], published, progress=False).completed == 1
+    dense_dir = published / "runs" / dense_id
+    for weights in [dense_dir / "checkpoint.pt", *dense_dir.glob("weights-step*.pt")]:
+        weights.unlink()
+    kept = {p.name: p.read_bytes() for p in dense_dir.iterdir()}
+
+    result = run_sweep([exp], published, progress=False)
+    assert (result.skipped, result.completed, result.failed, result.blocked) == (1, 2, 0, 0)
+    assert all(kept[name] == (dense_dir / name).read_bytes() for name in kept)  # published files as they were
+    assert (dense_dir / "checkpoint.pt").exists() and not (published / "runs" / ".restore" / dense_id).exists()
+    restored = json.loads((dense_dir / "restored.json").read_text())
+    assert restored["same_metrics"] is True and "checkpoint.pt" in restored["restored"]
+    assert restored["restored_final_test_accuracy"] == restored["published_final_test_accuracy"]
+    for spec in exp.runs:
+        if spec.stage != "dense":  # the one-shot run and its retraining, bit for bit
+            a, b = reference / "runs" / spec.id, published / "runs" / spec.id
+            assert (json.loads((a / "summary.json").read_text())["final_test_accuracy"]
+                    == json.loads((b / "summary.json").read_text())["final_test_accuracy"])
+            assert (a / "metrics.jsonl").read_bytes() == (b / "metrics.jsonl").read_bytes()
+    shutil.rmtree(reference)

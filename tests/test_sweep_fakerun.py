@@ -1,7 +1,7 @@
 """A stand-in for ``sparsetopo.runs.run`` used by the sweep tests (no tests here).
 
-It follows the run contract: writes hparams.json, metrics.jsonl, summary.json (and topology.npz for prune
-runs) into ``out_dir``; returns the existing summary when called again on a finished directory; refuses a
+It follows the run contract: writes hparams.json, metrics.jsonl, checkpoint.pt, summary.json (and
+topology.npz for prune runs) into ``out_dir``; returns the existing summary when called again on a finished directory; refuses a
 directory holding other parameters; finds the runs its parameters name as ``{run:ID}`` beside ``out_dir``
 and checks that the files it refers to exist. ``lr >= 100``
 diverges, ``widths = "301,100"`` raises, ``widths = "302,100"`` kills the process, ``widths = "303,100"`` writes a
@@ -91,5 +91,6 @@ def run(command: str, params: dict[str, Any], out_dir: str | os.PathLike[str], *
         summary["pruned_test_accuracy"] = final - 0.01
         summary["layer_sparsity"] = {"fc1": sparsity}
         (out / "topology.npz").write_bytes(b"fake")
+    (out / "checkpoint.pt").write_bytes(b"fake")  # a finished run keeps its weights, as real runs do
     (out / "summary.json").write_text(json.dumps(summary))
     return summary

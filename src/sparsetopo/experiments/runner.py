@@ -8,13 +8,21 @@ Layout of an output directory::
 Runs already completed (or diverged) in ``results.db`` are skipped; a run whose dependency did not complete
 is recorded as ``blocked``; a run that raises is recorded as ``failed`` with its error and the sweep goes on.
 Re-running the sweep retries failed and blocked runs and resumes interrupted ones from their checkpoints.
+
+A published folder keeps no weights. When a run still to do needs a finished run's weights (a one-shot
+prune its dense run's ``checkpoint.pt``, a rewind its ``weights-stepN.pt``) and they are gone, the sweep
+trains that run again from its description in ``DIR/runs/.restore/<id>`` (resumable like any run) and moves
+only its weights into the run's directory, beside a ``restored.json`` saying whether the run's metrics came
+out identical; the published files stay as they were.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterable
@@ -28,14 +36,17 @@ from tqdm import tqdm
 from sparsetopo.data import ensure_datasets
 from sparsetopo.data.files import resolve_root
 from sparsetopo.desc.factories import is_factory
+from sparsetopo.desc.identity import token
 from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.results import REGISTRY, ResultsStore, rebuild
 from sparsetopo.experiments.spec import Experiment, Filter, RunSpec, order_runs, select
 from sparsetopo.experiments.worker import DEFAULT_RUN_FN, Outcome, Task, execute, init_local_worker, make_task
-from sparsetopo.fileio import FolderLock
+from sparsetopo.fileio import FolderLock, atomic_write_json
 from sparsetopo.runs import describe
 from sparsetopo.system import available_cores
+from sparsetopo.training.loop import CHECKPOINT
+from sparsetopo.training.rewind import snapshot_path
 
 BACKENDS = ("local", "ray")
 
@@ -322,6 +333,61 @@ def _threads(spec: RunSpec) -> int:
     return int(spec.params.get("threads") or 1)
 
 
+RESTORE = ".restore"
+RESTORED = "restored.json"
+
+
+def weights_needed(spec: RunSpec, dep: str) -> str | None:
+    """The weight file of finished run ``dep`` that ``spec`` reads: ``checkpoint.pt`` for a one-shot prune
+    of it, ``weights-stepN.pt`` for a rewind to it; None when ``spec`` reads only its published files."""
+    ref = token(dep)
+    if spec.command == "prune" and spec.params.get("method") == "oneshot" and ref in str(spec.params.get("from_run")):
+        return CHECKPOINT
+    init = str(spec.params.get("init") or "")
+    if init.startswith("rewind:") and ref in init:
+        step = init.rpartition("@")[2] if "@" in init.removeprefix("rewind:") else "0"
+        return snapshot_path(Path(), int(step) if step.isdigit() else 0).name
+    return None
+
+
+def _prepare_restore(runs_dir: Path, spec: RunSpec) -> Path:
+    """``DIR/runs/.restore``, holding a link to each run ``spec`` names, so that its ``{run:ID}`` references
+    find them there as they do beside its own directory."""
+    root = runs_dir / RESTORE
+    root.mkdir(exist_ok=True)
+    for dep in spec.deps:
+        link = root / dep
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(Path("..") / dep, target_is_directory=True)
+    return root
+
+
+def _adopt_weights(runs_dir: Path, spec: RunSpec, outcome: Outcome, files: set[str]) -> str | None:
+    """Move the weights of the run trained again in ``.restore`` into its published directory and record
+    how it compares; returns why that failed, or None."""
+    scratch = runs_dir / RESTORE / spec.id
+    home = runs_dir / spec.id
+    if outcome.status != RunStatus.COMPLETED:
+        return f"training it again ended {outcome.status}: {(outcome.error or '').splitlines()[0] if outcome.error else ''}"
+    missing = sorted(f for f in files if not (scratch / f).exists())
+    if missing:
+        return f"training it again wrote no {', '.join(missing)}"
+    published = json.loads((home / "summary.json").read_text()) if (home / "summary.json").exists() else {}
+    same = ((home / "metrics.jsonl").exists() and (scratch / "metrics.jsonl").exists()
+            and (home / "metrics.jsonl").read_bytes() == (scratch / "metrics.jsonl").read_bytes())
+    moved = sorted(p.name for p in scratch.iterdir() if p.name == CHECKPOINT or p.name.startswith("weights-step"))
+    for name in moved:
+        os.replace(scratch / name, home / name)
+    atomic_write_json(home / RESTORED, {
+        "restored": moved, "same_metrics": same,
+        "published_final_test_accuracy": published.get("final_test_accuracy"),
+        "restored_final_test_accuracy": outcome.summary.get("final_test_accuracy"),
+        "machine": outcome.summary.get("machine"), "restored_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    shutil.rmtree(scratch, ignore_errors=True)
+    return None
+
+
 def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsStore, runs_dir: Path,
            result: SweepResult, t0: float, *, jobs: int | None, backend: str, ray_address: str | None, run_fn: str,
            max_retries: int, progress: bool | None, poll_seconds: float, options: dict[str, Any]) -> None:
@@ -333,6 +399,15 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
     state: dict[str, RunStatus] = {rid: RunStatus(st) for rid, st in known.items() if RunStatus(st).finished}
     pending = [s for s in specs if s.id not in state]
     result.skipped = len(specs) - len(pending)
+    by_id = {s.id: s for s in specs}
+    to_restore: dict[str, set[str]] = {}  # finished runs whose weights a pending run needs, not here
+    for spec in pending:
+        for dep in spec.deps:
+            need = weights_needed(spec, dep) if state.get(dep) == RunStatus.COMPLETED and dep in by_id else None
+            if need and not (runs_dir / dep / need).exists():
+                to_restore.setdefault(dep, set()).add(need)
+    restoring: dict[str, set[str]] = {}
+    unrestorable: dict[str, str] = {}
     if pending and run_fn == DEFAULT_RUN_FN:  # every dataset there, or one error, before any run starts
         ensure_datasets(sorted({d for d in (describe(s.command, s.params).get("dataset") for s in pending)
                                 if not is_factory(d)}), options["data_dir"])  # a user's dataset factory loads itself
@@ -346,7 +421,6 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
         jobs = jobs or max(1, available_cores() // widest)
         runner = (LocalBackend(jobs, max_retries=max_retries, gpus=gpu_placement(pending)) if pending
                   else _NoBackend())
-    by_id = {s.id: s for s in specs}
     tty = sys.stderr.isatty()
     show_bar = progress if progress is not None else tty
     log_lines = progress is None and not tty
@@ -356,12 +430,25 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
     finished = result.skipped
     try:
         while pending or runner.in_flight():
+            for dep in list(to_restore):
+                if not runner.accepts():
+                    break
+                spec = by_id[dep]
+                runner.submit(make_task(dep, spec.command, spec.params, _prepare_restore(runs_dir, spec),
+                                        run_fn=run_fn, threads=_threads(spec), options=options))
+                restoring[dep] = to_restore.pop(dep)
+                if show_bar or log_lines:
+                    bar.write(f"sweep: {dep} ({spec.experiment}/{spec.stage}) finished, but not its weights "
+                              f"({', '.join(sorted(restoring[dep]))}), which a later run needs: training it again in "
+                              f"{RESTORE}/", file=sys.stderr)
             for spec in list(pending):
                 bad = [d for d in spec.deps if state.get(d) in (RunStatus.DIVERGED, RunStatus.FAILED, RunStatus.BLOCKED)]
-                if bad:
-                    why = ", ".join(f"{d} ({state[d]})" for d in bad)
-                    store.record_run(spec.id, spec.command, spec.hparams, RunStatus.BLOCKED,
-                                     error=f"needs run(s) that did not complete: {why}")
+                lost = [d for d in spec.deps if d in unrestorable]
+                if bad or lost:
+                    why = "; ".join(
+                        ([f"needs run(s) that did not complete: {', '.join(f'{d} ({state[d]})' for d in bad)}"] if bad else [])
+                        + [f"needs the weights of {d}, not in its directory: {unrestorable[d]}" for d in lost])
+                    store.record_run(spec.id, spec.command, spec.hparams, RunStatus.BLOCKED, error=why)
                     state[spec.id] = RunStatus.BLOCKED
                     pending.remove(spec)
                     result.blocked += 1
@@ -371,7 +458,8 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
                     continue
                 if not runner.accepts():
                     continue
-                if all(state.get(d) == RunStatus.COMPLETED for d in spec.deps):
+                if all(state.get(d) == RunStatus.COMPLETED and d not in restoring and d not in to_restore
+                       for d in spec.deps):
                     runner.submit(make_task(spec.id, spec.command, spec.params, runs_dir, run_fn=run_fn,
                                             threads=_threads(spec), options=options))
                     pending.remove(spec)
@@ -384,6 +472,14 @@ def _sweep(experiments: list[Experiment], specs: list[RunSpec], store: ResultsSt
             bar.set_postfix_str(_status_line(counts), refresh=True)
             for oc in runner.poll(poll_seconds):
                 spec = by_id[oc.run_id]
+                if oc.run_id in restoring:  # a finished run trained again for its weights: not a result
+                    why = _adopt_weights(runs_dir, spec, oc, restoring.pop(oc.run_id))
+                    if why:
+                        unrestorable[oc.run_id] = why
+                        bar.write(f"sweep: the weights of {oc.run_id} could not be restored: {why}", file=sys.stderr)
+                    elif show_bar or log_lines:
+                        bar.write(f"sweep: restored the weights of {oc.run_id} (see its {RESTORED})", file=sys.stderr)
+                    continue
                 status = oc.status
                 store.record_run(spec.id, spec.command, spec.hparams, status, summary=oc.summary,
                                  metrics=oc.metrics, error=oc.error, started_at=oc.started_at,
