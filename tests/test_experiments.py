@@ -159,6 +159,10 @@ axes = { model = ["lenet300"], seed = [0] }
     (("axes = { sparsity = [0.5, 0.9] }", "axes = { sparsity = [0.5, 1.5] }"), "must be a fraction in [0, 1)"),
     (("steps = 100", "steps = 100\nepochs = 2"), "not both"),
     (("[fixed]", "[fixd]"), "unknown top-level key(s) fixd"),
+    (("default_profile = \"smoke\"", "default_profile = \"smoke\"\ncontrasts = [[\"dense\", \"retrian\"]]"),
+     "contrasts: unknown stage(s) retrian"),
+    (("default_profile = \"smoke\"", "default_profile = \"smoke\"\ncontrasts = [\"dense\"]"),
+     "contrasts must be a list of [stage, stage] pairs"),
 ])
 def test_bad_files_are_refused_naming_the_problem(tmp_path, change, message):
     old, new = change

@@ -335,6 +335,32 @@ def test_an_ablation_compares_each_variant_with_its_baseline(tmp_path):
     assert rows["baseline"]["variant − baseline (95% interval)"] == "–"
 
 
+def test_an_ablation_compares_the_stage_pairs_its_file_lists_directly(tmp_path):
+    from scipy import stats as sps
+
+    source = ('[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
+              'contrasts = [["gradual", "oneshot_short"]]\n')
+    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
+                     source=source, findings=[])
+    store = ResultsStore(tmp_path / "s")
+    accs = {"baseline": [0.975, 0.976, 0.977], "gradual": [0.976, 0.975, 0.977], "oneshot_short": [0.972, 0.973, 0.971]}
+    for stage, values in accs.items():
+        for seed, acc in enumerate(values):
+            prune = add(store, exp, f"source_{stage}_baseline", f"prune-{stage}-{seed}", "prune",
+                        {"method": "gradual", "sparsity": 0.9, "seed": seed, "frequency": 100 + len(stage)}, acc,
+                        pruned=acc)
+            add(store, exp, stage, f"train-{stage}-{seed}", "train",
+                {"seed": 100, "topology": f"file:{{run:{prune}}}/topology.npz"}, acc)
+    store.register_experiment(exp)
+    store.close()
+    write_report(tmp_path / "s", tmp_path / "r")
+    (row,) = list(csv.DictReader(open(tmp_path / "r" / "tables" / "abl_contrasts.csv")))
+    ci = sps.ttest_ind(accs["gradual"], accs["oneshot_short"], equal_var=False).confidence_interval()
+    assert (row["A"], row["B"], row["sparsity"]) == ("gradual", "oneshot_short", "0.9")
+    assert row["A − B (95% interval)"] == f"+0.40 points [{ci.low * 100:+.2f}, {ci.high * 100:+.2f}]"
+    assert "stages compared directly" in (tmp_path / "r" / "index.md").read_text()
+
+
 def test_an_ablation_counts_plateaus_against_a_reference_shared_with_its_baseline(tmp_path):
     from scipy import stats as sps
 

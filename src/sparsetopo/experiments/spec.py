@@ -59,7 +59,7 @@ else:  # pragma: no cover
 KINDS = ("fig7", "fig8", "fig9", "lr", "ablation", "dst", "table")
 STANDARD_PROFILES = ("smoke", "quick", "paper")
 _TOP_KEYS = {"experiment", "fixed", "stages", "profiles"}
-_EXPERIMENT_KEYS = {"name", "kind", "title", "description", "default_profile", "paper_findings", "match"}
+_EXPERIMENT_KEYS = {"name", "kind", "title", "description", "default_profile", "paper_findings", "match", "contrasts"}
 _STAGE_KEYS = {"command", "parent", "inherit", "fixed", "axes", "cases", "enabled", "description"}
 _PROFILE_KEYS = {"fixed", "stages", "experiment"}
 
@@ -265,6 +265,12 @@ def load_experiment(path: str | os.PathLike[str], profile: str | None = None, th
                         out.append(spec)
         by_stage[sname] = out
     _need(bool(exp.runs), where, f"profile {profile!r} expands to no runs")
+    contrasts = meta.get("contrasts", [])
+    _need(isinstance(contrasts, list) and all(isinstance(c, list) and len(c) == 2 and all(isinstance(x, str) for x in c)
+                                              for c in contrasts),
+          where, f"[experiment] contrasts must be a list of [stage, stage] pairs, got {contrasts!r}")
+    unknown = sorted({x for c in contrasts for x in c} - set(stages))
+    _need(not unknown, where, f"[experiment] contrasts: unknown stage(s) {', '.join(unknown)}; stages: {', '.join(stages)}")
     return exp
 
 

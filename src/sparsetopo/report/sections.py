@@ -508,9 +508,11 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
         import tomli as tomllib
     sec = Section(exp["name"], exp.get("title") or exp["name"])
     try:
-        match = list(tomllib.loads(exp.get("source") or "").get("experiment", {}).get("match", []))
+        meta = tomllib.loads(exp.get("source") or "").get("experiment", {})
     except tomllib.TOMLDecodeError:
-        match = []
+        meta = {}
+    match = list(meta.get("match", []))
+    contrasts = [tuple(pair) for pair in meta.get("contrasts", [])]
     by_id = {r.id: r for r in runs if r.finished}
     stages: dict[str, list[Run]] = defaultdict(list)
     for stage, rid in data.members.get(exp["name"], []):
@@ -555,6 +557,20 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
             table.add(stage, *values, st, None if is_base else ref, diff,
                       *_plateau_columns(group, None if is_base else base.get(values, [])))
     sec.tables.append(table)
+    if contrasts:  # pairs of stages the file asks to compare directly, neither a baseline of the other
+        pairs = Table(f"{exp['name']}_contrasts", f"{sec.title}: stages compared directly",
+                      ["A", "B", *match, "A accuracy", "B accuracy", "A − B (95% interval)",
+                       "plateaus A vs B (Fisher p)"],
+                      note="The pairs the experiment file lists under [experiment] contrasts, matched as above; "
+                           "Welch's t over seeds, at least 3 runs on each side.")
+        for a_stage, b_stage in contrasts:
+            b_groups = _group(stages.get(b_stage, []), key)
+            for values, group in sorted(_group(stages.get(a_stage, []), key).items()):
+                other = b_groups.get(values, [])
+                st, ref = describe(_measure(r) for r in group), describe(_measure(r) for r in other)
+                diff = welch(st, ref).points() if enough(st, ref) else f"not measured ({seeds_text(st, ref)})"
+                pairs.add(a_stage, b_stage, *values, st, ref, diff, _plateau_columns(group, other)[1])
+        sec.tables.append(pairs)
     return sec
 
 
