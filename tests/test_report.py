@@ -351,9 +351,14 @@ def test_an_ablation_compares_the_stage_pairs_its_file_lists_directly(tmp_path):
                         pruned=acc)
             add(store, exp, stage, f"train-{stage}-{seed}", "train",
                 {"seed": 100, "topology": f"file:{{run:{prune}}}/topology.npz"}, acc)
+            if stage == "gradual":  # a second listing of the same structures, as a shared stage would be
+                exp.memberships.append(("source_again_baseline", prune))
     store.register_experiment(exp)
     store.close()
     write_report(tmp_path / "s", tmp_path / "r")
+    listing = {r["variant"]: r for r in csv.DictReader(open(tmp_path / "r" / "tables" / "abl_ablation.csv"))}
+    assert listing["source_again_baseline"]["variant − baseline (95% interval)"] == \
+        "the same runs as source_gradual_baseline"
     (row,) = list(csv.DictReader(open(tmp_path / "r" / "tables" / "abl_contrasts.csv")))
     ci = sps.ttest_ind(accs["gradual"], accs["oneshot_short"], equal_var=False).confidence_interval()
     assert (row["A"], row["B"], row["sparsity"]) == ("gradual", "oneshot_short", "0.9")

@@ -545,6 +545,7 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
                 return candidate
         return "baseline"
 
+    listed: dict[frozenset[str], str] = {}  # a listed group's runs -> the stage that listed them first
     for stage, members in stages.items():
         ref_stage = baseline_of(stage)
         base = _group(stages[ref_stage], key)
@@ -552,8 +553,9 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
         for values, group in sorted(_group(members, key).items()):
             st = describe(_measure(r) for r in group)
             ref = describe(_measure(r) for r in base.get(values, []))
-            diff = "–" if is_base else (welch(st, ref).points() if enough(st, ref)
-                                        else f"not measured ({seeds_text(st, ref)})")
+            same = listed.setdefault(frozenset(r.id for r in group), stage) if is_base else stage
+            diff = (f"the same runs as {same}" if same != stage else "–") if is_base else (
+                welch(st, ref).points() if enough(st, ref) else f"not measured ({seeds_text(st, ref)})")
             table.add(stage, *values, st, None if is_base else ref, diff,
                       *_plateau_columns(group, None if is_base else base.get(values, [])))
     sec.tables.append(table)
