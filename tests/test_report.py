@@ -393,6 +393,27 @@ def test_an_ablation_counts_plateaus_against_a_reference_shared_with_its_baselin
     assert rows["baseline"]["plateaued [95% interval]"].startswith("0/4 [")
     assert rows["baseline"]["plateaus vs baseline (Fisher p)"] == "–"
     assert rows["source_baseline"]["plateaued [95% interval]"] == "–"  # prune runs are not tested
+    assert not (tmp_path / "r" / "figures" / "abl_accuracy_over_time.png").exists()  # 10 evaluations: no curves
+
+
+def test_an_ablation_evaluated_often_draws_each_stages_training_curves(tmp_path):
+    source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
+    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
+                     source=source, findings=[])
+    store = ResultsStore(tmp_path / "s")
+    prune = add(store, exp, "source_baseline", "prune-s", "prune", {"method": "gradual", "sparsity": 0.99},
+                0.97, pruned=0.97)
+    topo = {"topology": f"file:{{run:{prune}}}/topology.npz"}
+    for seed in range(3):
+        add(store, exp, "baseline", f"train-b-{seed}", "train", {**topo, "seed": seed}, 0.98, metrics=rising(0.98, 40))
+        add(store, exp, "dense_init", f"train-v-{seed}", "train", {**topo, "seed": seed, "init": "dense"}, 0.90,
+            metrics=stuck(0.90, 40))
+    store.register_experiment(exp)
+    store.close()
+    write_report(tmp_path / "s", tmp_path / "r")
+    assert (tmp_path / "r" / "figures" / "abl_accuracy_over_time.png").exists()
+    page = (tmp_path / "r" / "index.md").read_text()
+    assert "abl_accuracy_over_time" in page and "one panel per stage and sparsity" in page
 
 
 def test_the_dst_section_compares_each_method_with_its_static_start(tmp_path):

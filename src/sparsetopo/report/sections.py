@@ -573,7 +573,48 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
                 diff = welch(st, ref).points() if enough(st, ref) else f"not measured ({seeds_text(st, ref)})"
                 pairs.add(a_stage, b_stage, *values, st, ref, diff, _plateau_columns(group, other)[1])
         sec.tables.append(pairs)
+    _ablation_curves(sec, exp, stages, key, match, folder)
     return sec
+
+
+CURVE_MIN_EVALS = 40  # an ablation draws its training curves when its runs were evaluated this often
+
+
+def _ablation_curves(sec: Section, exp: dict[str, Any], stages: dict[str, list[Run]], key: Callable[[Run], tuple],
+                     match: list[str], folder: Path) -> None:
+    """Test accuracy over training of each training stage (not the ``source_*`` ones): one panel per stage
+    and matched value, one line per seed, like the paper's Fig. 8; only when the runs were evaluated at
+    least ``CURVE_MIN_EVALS`` times (median), so that a plateau can be seen."""
+    trained = {st: [r for r in rs if r.command == "train"] for st, rs in stages.items() if not st.startswith("source_")}
+    trained = {st: rs for st, rs in trained.items() if rs}
+    evals = sorted(len(_curve(r)[0]) for rs in trained.values() for r in rs)
+    if not evals or evals[len(evals) // 2] < CURVE_MIN_EVALS:
+        return
+    values = sorted({v for rs in trained.values() for v in _group(rs, key)})
+    if len(values) > 1:
+        fig, axes = F.panel_grid(len(trained) * len(values), nrows=len(trained), ncols=len(values), size=(3.2, 2.5))
+    else:
+        fig, axes = F.panel_grid(len(trained), ncols=min(4, len(trained)), size=(3.2, 2.5))
+    for i, (stage, rs) in enumerate(trained.items()):
+        groups = _group(rs, key)
+        for j, v in enumerate(values):
+            ax = axes[i * len(values) + j]
+            sel = sorted(groups.get(v, []), key=lambda r: (str(r.get("seed")), r.id))
+            if not sel:
+                ax.set_visible(False)
+                continue
+            for r in sel:
+                steps, acc = _curve(r)
+                ax.plot(steps, [a * 100 for a in acc], linewidth=1.0, label=f"seed {r.get('seed')}")
+            ax.set_title(", ".join([stage, *(f"{k} {x}" for k, x in zip(match, v))]), fontsize=7)
+            ax.set_xlabel("training step", fontsize=7)
+            ax.set_ylabel("test accuracy (%)", fontsize=7)
+            ax.legend(fontsize=5)
+    name = f"{exp['name']}_accuracy_over_time"
+    F.save(fig, folder, name)
+    sec.figures.append((name, "Test accuracy during training, one line per seed, one panel per stage"
+                        + (f" and {', '.join(match)}" if match else "") + ": a run that plateaus shows as a "
+                        "flat stretch (the plateau test of the table above)."))
 
 
 def _plateau_columns(group: list[Run], base: list[Run] | None) -> tuple[str, str]:
