@@ -434,6 +434,22 @@ def test_the_dst_section_compares_each_method_with_its_static_start(tmp_path):
     assert "90% (random): +1.00 points" in set_line and set_line.rstrip().endswith("| agrees |")
     assert rigl_line.rstrip().endswith("| differs |")  # RigL behind static here
     assert (tmp_path / "r" / "figures" / "dst_accuracy_vs_sparsity.png").exists()
+    assert not (tmp_path / "r" / "figures" / "dst_accuracy_over_time.png").exists()  # only 90%: no curves
+
+
+def test_the_dst_section_draws_accuracy_over_time_at_95_and_99_percent(tmp_path):
+    exp = Experiment(name="dst", kind="dst", title="DST", description="", profile="paper", path="dst", source="",
+                     findings=[])
+    store = ResultsStore(tmp_path / "s")
+    for scale in ("neurons:0.05", "neurons:0.01", "neurons:0.1"):
+        for method in ("none", "rigl"):
+            add(store, exp, "random", f"train-{scale}-{method}", "train",
+                {"topology": "random", "scale": scale, "steps": 1000, "dst": method, "seed": 0}, 0.95)
+    store.register_experiment(exp)
+    store.close()
+    write_report(tmp_path / "s", tmp_path / "r")
+    assert (tmp_path / "r" / "figures" / "dst_accuracy_over_time.png").exists()
+    assert "at 95% and 99% sparsity, one line per run" in (tmp_path / "r" / "index.md").read_text()
 
 
 def test_the_dst_section_names_a_pruned_start_and_reads_its_sparsity_from_the_pruned_run(tmp_path):

@@ -717,11 +717,46 @@ def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: 
                         "Final test accuracy against sparsity: static training on a fixed structure (dashed) and "
                         "dynamic sparse training (SET, RigL; solid) from the same start; mean ± std over seeds."))
     sec.tables.append(table)
+    _dst_curves(sec, exp, [r for r in done if topology_family(r) != "dense"], folder, method, start, sp)
     pl = _instability(sec, data, exp, [r for r in done if topology_family(r) != "dense"], folder, x_of=sp,
                       series_of=lambda r: f"{method(r)} ({start(r)})")
     findings += _dst_plateau_findings(done, pl, start, method, sp)
     sec.findings = findings
     return sec
+
+
+CURVE_SPARSITIES = (0.95, 0.99)  # the DST section's accuracy-over-time panels, as the paper's Fig. 8 shows
+METHOD_COLORS = {"static": "#555555", "SET": "#1f77b4", "RigL": "#d62728"}
+
+
+def _dst_curves(sec: Section, exp: dict[str, Any], sparse: list[Run], folder: Path, method: Callable[[Run], str],
+                start: Callable[[Run], str], sp: Callable[[Run], float]) -> None:
+    """Test accuracy over training at 95 and 99% sparsity: one panel per model, start and sparsity, one
+    line per run, coloured by method (static, SET, RigL), like the paper's Fig. 8."""
+    chosen = [r for r in sparse if any(math.isclose(sp(r), s) for s in CURVE_SPARSITIES) and len(_curve(r)[0]) > 1]
+    keys = sorted({(r.get("model"), r.get("dataset"), start(r), sp(r)) for r in chosen})
+    if not keys:
+        return
+    fig, axes = F.panel_grid(len(keys), ncols=min(4, len(keys)), size=(3.4, 2.7))
+    for ax, (model, dataset, st_kind, x) in zip(axes, keys):
+        sel = sorted((r for r in chosen if (r.get("model"), r.get("dataset"), start(r), sp(r)) == (model, dataset, st_kind, x)),
+                     key=lambda r: (method(r), str(r.get("seed")), r.id))
+        labelled: set[str] = set()
+        for r in sel:
+            steps, acc = _curve(r)
+            m = method(r)
+            ax.plot(steps, [a * 100 for a in acc], linewidth=0.9, color=METHOD_COLORS.get(m), alpha=0.8,
+                    label=None if m in labelled else m)
+            labelled.add(m)
+        ax.set_title(f"{_model_label(model, dataset)}, {st_kind}, {x * 100:g}%", fontsize=7)
+        ax.set_xlabel("training step", fontsize=7)
+        ax.set_ylabel("test accuracy (%)", fontsize=7)
+        ax.legend(fontsize=6)
+    name = f"{exp['name']}_accuracy_over_time"
+    F.save(fig, folder, name)
+    sec.figures.append((name, "Test accuracy during training at 95% and 99% sparsity, one line per run (seed), "
+                        "coloured by method: static training on the fixed structure, SET and RigL from the same "
+                        "start; a plateau shows as a flat stretch."))
 
 
 def _agreement(outcomes: list[str], *, good: str, bad: str) -> str:
