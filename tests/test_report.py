@@ -366,16 +366,22 @@ def test_an_ablation_compares_the_stage_pairs_its_file_lists_directly(tmp_path):
     assert "stages compared directly" in (tmp_path / "r" / "index.md").read_text()
 
 
-def test_an_ablation_counts_plateaus_against_a_reference_shared_with_its_baseline(tmp_path):
-    from scipy import stats as sps
-
+def _ablation_on_one_structure(tmp_path: Path) -> tuple[Experiment, ResultsStore, dict[str, str]]:
+    """An ablation experiment matched on sparsity, its store, and the topology option of retraining runs on
+    its one pruned structure (stage ``source_baseline``)."""
     source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
     exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
                      source=source, findings=[])
     store = ResultsStore(tmp_path / "s")
     prune = add(store, exp, "source_baseline", "prune-s", "prune", {"method": "gradual", "sparsity": 0.99},
                 0.97, pruned=0.97)
-    topo = {"topology": f"file:{{run:{prune}}}/topology.npz"}
+    return exp, store, {"topology": f"file:{{run:{prune}}}/topology.npz"}
+
+
+def test_an_ablation_counts_plateaus_against_a_reference_shared_with_its_baseline(tmp_path):
+    from scipy import stats as sps
+
+    exp, store, topo = _ablation_on_one_structure(tmp_path)
     for seed in range(4):
         add(store, exp, "baseline", f"train-b-{seed}", "train", {**topo, "seed": seed}, 0.98)
         # the variant: every seed stalls together at 90%, so against its own best final accuracy (0.90) none
@@ -397,13 +403,7 @@ def test_an_ablation_counts_plateaus_against_a_reference_shared_with_its_baselin
 
 
 def test_an_ablation_evaluated_often_draws_each_stages_training_curves(tmp_path):
-    source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
-    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
-                     source=source, findings=[])
-    store = ResultsStore(tmp_path / "s")
-    prune = add(store, exp, "source_baseline", "prune-s", "prune", {"method": "gradual", "sparsity": 0.99},
-                0.97, pruned=0.97)
-    topo = {"topology": f"file:{{run:{prune}}}/topology.npz"}
+    exp, store, topo = _ablation_on_one_structure(tmp_path)
     for seed in range(3):
         add(store, exp, "baseline", f"train-b-{seed}", "train", {**topo, "seed": seed}, 0.98, metrics=rising(0.98, 40))
         add(store, exp, "dense_init", f"train-v-{seed}", "train", {**topo, "seed": seed, "init": "dense"}, 0.90,

@@ -606,15 +606,25 @@ def _ablation_curves(sec: Section, exp: dict[str, Any], stages: dict[str, list[R
             for r in sel:
                 steps, acc = _curve(r)
                 ax.plot(steps, [a * 100 for a in acc], linewidth=1.0, label=f"seed {r.get('seed')}")
-            ax.set_title(", ".join([stage, *(f"{k} {x}" for k, x in zip(match, v))]), fontsize=7)
-            ax.set_xlabel("training step", fontsize=7)
-            ax.set_ylabel("test accuracy (%)", fontsize=7)
-            ax.legend(fontsize=5)
+            _curve_panel(ax, ", ".join([stage, *(f"{k} {x}" for k, x in zip(match, v))]), legend=5)
+    _save_curves(sec, fig, folder, exp, "Test accuracy during training, one line per seed, one panel per stage"
+                 + (f" and {', '.join(match)}" if match else "") + ": a run that plateaus shows as a flat stretch "
+                 "(the plateau test of the table above).")
+
+
+def _curve_panel(ax: Any, title: str, legend: int) -> None:
+    """Title, axis labels and legend of one accuracy-over-time panel."""
+    ax.set_title(title, fontsize=7)
+    ax.set_xlabel("training step", fontsize=7)
+    ax.set_ylabel("test accuracy (%)", fontsize=7)
+    ax.legend(fontsize=legend)
+
+
+def _save_curves(sec: Section, fig: Any, folder: Path, exp: dict[str, Any], caption: str) -> None:
+    """Save a section's accuracy-over-time figure and list it with its caption."""
     name = f"{exp['name']}_accuracy_over_time"
     F.save(fig, folder, name)
-    sec.figures.append((name, "Test accuracy during training, one line per seed, one panel per stage"
-                        + (f" and {', '.join(match)}" if match else "") + ": a run that plateaus shows as a "
-                        "flat stretch (the plateau test of the table above)."))
+    sec.figures.append((name, caption))
 
 
 def _plateau_columns(group: list[Run], base: list[Run] | None) -> tuple[str, str]:
@@ -748,15 +758,10 @@ def _dst_curves(sec: Section, exp: dict[str, Any], sparse: list[Run], folder: Pa
             ax.plot(steps, [a * 100 for a in acc], linewidth=0.9, color=METHOD_COLORS.get(m), alpha=0.8,
                     label=None if m in labelled else m)
             labelled.add(m)
-        ax.set_title(f"{_model_label(model, dataset)}, {st_kind}, {x * 100:g}%", fontsize=7)
-        ax.set_xlabel("training step", fontsize=7)
-        ax.set_ylabel("test accuracy (%)", fontsize=7)
-        ax.legend(fontsize=6)
-    name = f"{exp['name']}_accuracy_over_time"
-    F.save(fig, folder, name)
-    sec.figures.append((name, "Test accuracy during training at 95% and 99% sparsity, one line per run (seed), "
-                        "coloured by method: static training on the fixed structure, SET and RigL from the same "
-                        "start; a plateau shows as a flat stretch."))
+        _curve_panel(ax, f"{_model_label(model, dataset)}, {st_kind}, {x * 100:g}%", legend=6)
+    _save_curves(sec, fig, folder, exp, "Test accuracy during training at 95% and 99% sparsity, one line per run "
+                 "(seed), coloured by method: static training on the fixed structure, SET and RigL from the same "
+                 "start; a plateau shows as a flat stretch.")
 
 
 def _agreement(outcomes: list[str], *, good: str, bad: str) -> str:
