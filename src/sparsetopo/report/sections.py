@@ -554,8 +554,7 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
             st = describe(_measure(r) for r in group)
             ref = describe(_measure(r) for r in base.get(values, []))
             same = listed.setdefault(frozenset(r.id for r in group), stage) if is_base else stage
-            diff = (f"the same runs as {same}" if same != stage else "–") if is_base else (
-                welch(st, ref).points() if enough(st, ref) else f"not measured ({seeds_text(st, ref)})")
+            diff = (f"the same runs as {same}" if same != stage else "–") if is_base else _difference(st, ref)
             table.add(stage, *values, st, None if is_base else ref, diff,
                       *_plateau_columns(group, None if is_base else base.get(values, [])))
     sec.tables.append(table)
@@ -570,11 +569,15 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
             for values, group in sorted(_group(stages.get(a_stage, []), key).items()):
                 other = b_groups.get(values, [])
                 st, ref = describe(_measure(r) for r in group), describe(_measure(r) for r in other)
-                diff = welch(st, ref).points() if enough(st, ref) else f"not measured ({seeds_text(st, ref)})"
-                pairs.add(a_stage, b_stage, *values, st, ref, diff, _plateau_columns(group, other)[1])
+                pairs.add(a_stage, b_stage, *values, st, ref, _difference(st, ref), _plateau_columns(group, other)[1])
         sec.tables.append(pairs)
     _ablation_curves(sec, exp, stages, key, match, folder)
     return sec
+
+
+def _difference(st: Stat, ref: Stat) -> str:
+    """``st`` − ``ref`` in points with its Welch interval, or why it is not measured (too few runs)."""
+    return welch(st, ref).points() if enough(st, ref) else f"not measured ({seeds_text(st, ref)})"
 
 
 CURVE_MIN_EVALS = 40  # an ablation draws its training curves when its runs were evaluated this often
@@ -704,8 +707,7 @@ def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: 
             xs_all += xs
             for x, st in zip(xs, stats):
                 base = describe(r.final for r in groups.get((st_kind, "static", x), []))
-                diff = "–" if meth == "static" else (welch(st, base).points() if enough(st, base)
-                                                     else f"not measured ({seeds_text(st, base)})")
+                diff = "–" if meth == "static" else _difference(st, base)
                 if meth != "static" and enough(st, base):
                     ci = welch(st, base)
                     wins[meth].append(f"{x * 100:g}% ({st_kind}): {ci.points()}|{'ahead' if ci.low > 0 else ('behind' if ci.high < 0 else 'tie')}")
@@ -744,13 +746,12 @@ def _dst_curves(sec: Section, exp: dict[str, Any], sparse: list[Run], folder: Pa
     """Test accuracy over training at 95 and 99% sparsity: one panel per model, start and sparsity, one
     line per run, coloured by method (static, SET, RigL), like the paper's Fig. 8."""
     chosen = [r for r in sparse if any(math.isclose(sp(r), s) for s in CURVE_SPARSITIES) and len(_curve(r)[0]) > 1]
-    keys = sorted({(r.get("model"), r.get("dataset"), start(r), sp(r)) for r in chosen})
-    if not keys:
+    panels = _group(chosen, lambda r: (r.get("model"), r.get("dataset"), start(r), sp(r)))
+    if not panels:
         return
-    fig, axes = F.panel_grid(len(keys), ncols=min(4, len(keys)), size=(3.4, 2.7))
-    for ax, (model, dataset, st_kind, x) in zip(axes, keys):
-        sel = sorted((r for r in chosen if (r.get("model"), r.get("dataset"), start(r), sp(r)) == (model, dataset, st_kind, x)),
-                     key=lambda r: (method(r), str(r.get("seed")), r.id))
+    fig, axes = F.panel_grid(len(panels), ncols=min(4, len(panels)), size=(3.4, 2.7))
+    for ax, (model, dataset, st_kind, x) in zip(axes, sorted(panels)):
+        sel = sorted(panels[(model, dataset, st_kind, x)], key=lambda r: (method(r), str(r.get("seed")), r.id))
         labelled: set[str] = set()
         for r in sel:
             steps, acc = _curve(r)
