@@ -414,3 +414,31 @@ def test_kernels_work_in_a_forked_child():
     with mp.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(kernels.spmm, (ip, ix, vals, xt)).get(timeout=60)
     assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_input_gradient_takes_the_layout_of_its_input(block):
+    """A batch-major leaf input gets a C-contiguous gradient, as torch's own layers give it (autograd would
+    otherwise copy a transposed view); an activation from a sparse layer gets the free transposed view,
+    which the sparse layer before it reads without a copy. Both equal the masked layer's gradient."""
+    from sparsetopo.topology import radix_net
+    if block:
+        mask = radix_net([(2, 5)], (100, 100, 1)).layers[0].T.tocsr()
+    else:
+        mask = make_mask(np.random.default_rng(1), 40, 30, "random")
+    n_out, n_in = mask.shape
+    a, b = pair(mask, (n_in, n_out), False, torch.float32, seed=2)
+    assert b.kernel_name().startswith("block") == block
+    gy = torch.randn(6, n_out)
+    x = torch.randn(6, n_in, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    b(x).backward(gy)
+    a(x_ref).backward(gy)
+    assert x.grad.is_contiguous()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    first = SparseLinear(8, n_in, np.ones((n_in, 8), dtype=bool), backend="sparse")
+    h = torch.relu(first(torch.randn(6, 8)))
+    seen: list[torch.Tensor] = []
+    h.register_hook(seen.append)
+    b(h).backward(gy)
+    assert seen[0].t().is_contiguous()

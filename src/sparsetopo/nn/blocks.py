@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sparsetopo.nn import kernels
 from sparsetopo.nn import structure as st
 
 
@@ -187,9 +188,8 @@ class BlockLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
                 plan: BlockPlan) -> torch.Tensor:
-        xt = x.detach().t()
-        if not xt.is_contiguous():  # a row gather from a transposed view is far slower than a copy
-            xt = xt.contiguous()
+        # a row gather from a transposed view is far slower than a copy
+        xt = kernels.feature_major(x.detach())
         batch = xt.shape[1]
         G, bo, m, bi = plan.groups, plan.bo, plan.m, plan.bi
         xg = xt.index_select(0, plan.gather_cols).view(G, m * bi, batch)
@@ -202,6 +202,7 @@ class BlockLinear(torch.autograd.Function):
             yt.add_(bias.detach()[:, None])
         ctx.plan = plan
         ctx.has_bias = bias is not None
+        ctx.leaf_input = kernels.wants_batch_major_grad(x)
         ctx.save_for_backward(xg, w)
         return yt.t()
 
@@ -210,9 +211,7 @@ class BlockLinear(torch.autograd.Function):
         xg, w = ctx.saved_tensors
         plan: BlockPlan = ctx.plan
         G, bo, m, bi = plan.groups, plan.bo, plan.m, plan.bi
-        gyt = gy.t()
-        if not gyt.is_contiguous():
-            gyt = gyt.contiguous()
+        gyt = kernels.feature_major(gy)
         batch = gyt.shape[1]
         gyg = gyt.index_select(0, plan.row_perm).view(G, bo, batch)
         gx = gv = gb = None
@@ -223,7 +222,7 @@ class BlockLinear(torch.autograd.Function):
             summed = per_group.sum(1).view(-1, batch)                   # (Gin*bi, batch), fixed order
             gxt = torch.zeros(plan.cols + 1, batch, dtype=gy.dtype, device=gy.device)
             gxt.index_copy_(0, plan.group_cols, summed)  # padding slots all write zeros to row `cols`
-            gx = gxt[:plan.cols].t()
+            gx = kernels.input_grad(gxt[:plan.cols], ctx.leaf_input)
         if ctx.needs_input_grad[1]:
             gw = torch.bmm(gyg, xg.transpose(1, 2)).view(-1)
             gv = gw.index_select(0, plan.inverse)

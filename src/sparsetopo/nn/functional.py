@@ -117,16 +117,6 @@ class CSRLinearTorch(torch.autograd.Function):
         return gx, gv, None
 
 
-def _feature_major(x2d: torch.Tensor) -> torch.Tensor:
-    """``x2d.t()`` as a C-contiguous (features, batch) tensor; free when x2d is already a transposed view."""
-    xt = x2d.t()
-    if xt.is_contiguous():
-        return xt
-    if x2d.is_contiguous() and x2d.device.type == "cpu" and x2d.dtype in (torch.float32, torch.float64):
-        return torch.from_numpy(kernels.transpose(x2d.detach().numpy()))
-    return xt.contiguous()
-
-
 class CSRLinearNumba(torch.autograd.Function):
     """y = x W^T + b on CPU with the numba kernels; activations handled feature-major.
 
@@ -137,12 +127,13 @@ class CSRLinearNumba(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
                 plan: Plan) -> torch.Tensor:
-        xt = _feature_major(x.detach())
+        xt = kernels.feature_major(x.detach())
         v = values.detach()
         b = bias.detach().numpy() if bias is not None else None
         yt = kernels.spmm(plan.np_indptr, plan.np_indices, v.numpy(), xt.numpy(), bias=b)
         ctx.plan = plan
         ctx.has_bias = bias is not None
+        ctx.leaf_input = kernels.wants_batch_major_grad(x)
         ctx.save_for_backward(xt, values)
         return torch.from_numpy(yt).t()
 
@@ -150,13 +141,13 @@ class CSRLinearNumba(torch.autograd.Function):
     def backward(ctx, gy: torch.Tensor):
         xt, values = ctx.saved_tensors
         plan: Plan = ctx.plan
-        gyt = _feature_major(gy)
+        gyt = kernels.feature_major(gy)
         gyt_np = gyt.numpy()
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
             gxt = kernels.spmm(plan.np_t_indptr, plan.np_t_indices, values.detach().numpy(), gyt_np,
                                perm=plan.np_perm)
-            gx = torch.from_numpy(gxt).t()
+            gx = kernels.input_grad(gxt, ctx.leaf_input)
         want_gb = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.needs_input_grad[1]:
             rowsum = np.empty(plan.rows, dtype=gyt_np.dtype) if want_gb else None
