@@ -15,7 +15,7 @@ paper=(fig7 fig9 lr ablation_layers ablation_schedule ablation_radix dst ablatio
 for exp in "${paper[@]}"; do
     sparsetopo sweep "$exp" --profile paper --out "$out" --only model=lenet300 || failed+=("$exp")
 done
-for exp in fig8 ablation_fig8_init fig7; do
+for exp in fig8 ablation_fig8_init fig7 ablation_layers_lenet5; do
     sparsetopo sweep "$exp" --profile paper --out "$out" || failed+=("$exp")
 done
 # LeNet-5 x100, the network the paper could not train, on both datasets (about 2 CPU-hours); then dynamic
