@@ -8,8 +8,9 @@ Rows (``--rows``, comma-separated):
   median of the repeats. ``speedup`` is bare / ours.
 - ``concurrent``: one ``sparsetopo train`` process alone, then two started together, each timed from its
   own start to its end (the run's own ``wall_seconds``); the ratio is each concurrent run over the run alone,
-  the worst of ``--tries`` tries. With and without ``OMP_WAIT_POLICY=PASSIVE`` (what sparsetopo sets unless
-  the environment says otherwise).
+  the worst of ``--tries`` tries. With ``OMP_WAIT_POLICY=PASSIVE`` (what sparsetopo sets unless the
+  environment says otherwise) and ``ACTIVE``, and with ``--spincounts N,...`` also PASSIVE with
+  ``GOMP_SPINCOUNT=N`` (GNU OpenMP spins N rounds before it sleeps); ``--concurrent-models``.
 - ``wide``: milliseconds per training step of LeNet-5 x100 and x10 at density 1/K (``--scale
   connections:K``) on CIFAR-10 and MNIST, steady state after one warm-up step, against the earlier
   two-step forward (conv2's full-resolution output stored, then pooled), interleaved in one process.
@@ -114,12 +115,16 @@ def loop_rows(models: list[str], steps: int, repeats: int) -> list[dict[str, Any
     return rows
 
 
-def _train_process(out: Path, steps: int, policy: str | None) -> subprocess.Popen:
+def _train_process(out: Path, steps: int, policy: str | None, spincount: int | None = None,
+                   model: str = "lenet300") -> subprocess.Popen:
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
+    env.pop("GOMP_SPINCOUNT", None)
     if policy is not None:
         env["OMP_WAIT_POLICY"] = policy
-    cmd = [sys.executable, "-m", "sparsetopo", "train", "--model", "lenet300", "--steps", str(steps),
+    if spincount is not None:  # GNU OpenMP (torch's Linux wheels): spin this many rounds before sleeping
+        env["GOMP_SPINCOUNT"] = str(spincount)
+    cmd = [sys.executable, "-m", "sparsetopo", "train", "--model", model, "--steps", str(steps),
            "--eval-every", str(steps), "--quiet", "--out", str(out)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -128,26 +133,34 @@ def _loop_seconds(out: Path) -> float:
     return float(json.loads((out / "summary.json").read_text())["wall_seconds"])
 
 
-def concurrent_rows(steps: int, tries: int) -> list[dict[str, Any]]:
-    """Each run's training-loop time (its summary's wall_seconds), two at once against one alone."""
+def concurrent_rows(steps: int, tries: int, spincounts: list[int] | None = None,
+                    models: tuple[str, ...] = ("lenet300",)) -> list[dict[str, Any]]:
+    """Each run's training-loop time (its summary's wall_seconds), two at once against one alone, under
+    ``OMP_WAIT_POLICY`` PASSIVE and ACTIVE, and PASSIVE with each of ``spincounts`` (``GOMP_SPINCOUNT``)."""
     rows = []
-    for policy in ("PASSIVE", "ACTIVE"):
-        worst, alone_times = 0.0, []
-        for _ in range(tries):
-            with tempfile.TemporaryDirectory() as tmp:
-                base = Path(tmp)
-                p = _train_process(base / "alone", steps, policy)
-                p.communicate()
-                alone = _loop_seconds(base / "alone")
-                procs = [_train_process(base / f"pair{i}", steps, policy) for i in range(2)]
-                for q in procs:
-                    q.communicate()
-                pair = [_loop_seconds(base / f"pair{i}") for i in range(2)]
-            alone_times.append(alone)
-            worst = max(worst, *(t / alone for t in pair))
-        rows.append({"row": "concurrent", "model": "lenet300", "steps": steps, "omp_wait_policy": policy,
-                     "tries": tries, "alone_s": statistics.median(alone_times), "worst_ratio": worst,
-                     "load_average": os.getloadavg()[0]})
+    settings: list[tuple[str, int | None]] = [("PASSIVE", None), ("ACTIVE", None)]
+    settings += [("PASSIVE", n) for n in spincounts or []]
+    for model in models:
+        for policy, spin in settings:
+            worst, alone_times, pair_times = 0.0, [], []
+            for _ in range(tries):
+                with tempfile.TemporaryDirectory() as tmp:
+                    base = Path(tmp)
+                    p = _train_process(base / "alone", steps, policy, spin, model)
+                    p.communicate()
+                    alone = _loop_seconds(base / "alone")
+                    procs = [_train_process(base / f"pair{i}", steps, policy, spin, model) for i in range(2)]
+                    for q in procs:
+                        q.communicate()
+                    pair = [_loop_seconds(base / f"pair{i}") for i in range(2)]
+                alone_times.append(alone)
+                pair_times += pair
+                worst = max(worst, *(t / alone for t in pair))
+            rows.append({"row": "concurrent", "model": model, "steps": steps, "omp_wait_policy": policy,
+                         "gomp_spincount": spin, "tries": tries, "alone_s": statistics.median(alone_times),
+                         "pair_s": statistics.median(pair_times), "worst_ratio": worst,
+                         "load_average": os.getloadavg()[0]})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -363,6 +376,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tries", type=int, default=3, help="concurrent: tries (the worst is reported)")
     parser.add_argument("--models", default="lenet300,lenet5")
+    parser.add_argument("--spincounts", default="", help="concurrent: also PASSIVE with these GOMP_SPINCOUNT values")
+    parser.add_argument("--concurrent-models", default="lenet300", help="concurrent: the models of the runs")
     parser.add_argument("--wide-steps", type=int, default=5)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/training.json"))
     parser.add_argument("--seed-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -375,7 +390,8 @@ def main() -> None:
     if "loop" in wanted:
         rows += loop_rows(args.models.split(","), args.steps, args.repeats)
     if "concurrent" in wanted:
-        rows += concurrent_rows(max(args.steps, 600), args.tries)
+        spins = [int(n) for n in args.spincounts.split(",")] if args.spincounts else None
+        rows += concurrent_rows(max(args.steps, 600), args.tries, spins, tuple(args.concurrent_models.split(",")))
     if "wide" in wanted:
         rows += wide_rows(args.wide_steps)
     if "dst" in wanted:
