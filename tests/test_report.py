@@ -366,6 +366,40 @@ def test_an_ablation_compares_the_stage_pairs_its_file_lists_directly(tmp_path):
     assert "stages compared directly" in (tmp_path / "r" / "index.md").read_text()
 
 
+def test_an_ablation_sets_a_dense_reference_against_the_baseline_at_every_sparsity(tmp_path):
+    from scipy import stats as sps
+
+    source = ('[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
+              'contrasts = [["rewind", "dense"]]\n')
+    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
+                     source=source, findings=[])
+    store = ResultsStore(tmp_path / "s")
+    dense = [0.982, 0.983, 0.981]
+    fresh = {0.9: [0.975, 0.976, 0.974], 0.95: [0.972, 0.973, 0.971]}
+    for seed, acc in enumerate(dense):  # the dense network has no sparsity
+        add(store, exp, "dense", f"train-dense-{seed}", "train", {"seed": seed}, acc)
+    for sparsity, values in fresh.items():
+        for seed, acc in enumerate(values):
+            prune = add(store, exp, "source_baseline", f"prune-{sparsity}-{seed}", "prune",
+                        {"method": "gradual", "sparsity": sparsity, "seed": seed}, 0.98, pruned=0.98)
+            topo = f"file:{{run:{prune}}}/topology.npz"
+            add(store, exp, "baseline", f"train-b-{sparsity}-{seed}", "train", {"seed": 100, "topology": topo}, acc)
+            add(store, exp, "rewind", f"train-r-{sparsity}-{seed}", "train",
+                {"seed": 100, "topology": topo, "init": f"rewind:{{run:{prune}}}"}, acc + 0.004)
+    store.register_experiment(exp)
+    store.close()
+    write_report(tmp_path / "s", tmp_path / "r")
+    rows = [r for r in csv.DictReader(open(tmp_path / "r" / "tables" / "abl_ablation.csv")) if r["variant"] == "dense"]
+    assert [r["sparsity"] for r in rows] == ["0.9", "0.95"]  # one row per sparsity of the baseline
+    for r in rows:
+        ci = sps.ttest_ind(dense, fresh[float(r["sparsity"])], equal_var=False).confidence_interval()
+        assert r["variant − baseline (95% interval)"].endswith(f"[{ci.low * 100:+.2f}, {ci.high * 100:+.2f}]")
+    pairs = list(csv.DictReader(open(tmp_path / "r" / "tables" / "abl_contrasts.csv")))
+    assert [(p["A"], p["B"], p["sparsity"]) for p in pairs] == [("rewind", "dense", "0.9"), ("rewind", "dense", "0.95")]
+    ci = sps.ttest_ind([a + 0.004 for a in fresh[0.95]], dense, equal_var=False).confidence_interval()
+    assert pairs[1]["A − B (95% interval)"].endswith(f"[{ci.low * 100:+.2f}, {ci.high * 100:+.2f}]")
+
+
 def _ablation_on_one_structure(tmp_path: Path) -> tuple[Experiment, ResultsStore, dict[str, str]]:
     """An ablation experiment matched on sparsity, its store, and the topology option of retraining runs on
     its one pruned structure (stage ``source_baseline``)."""

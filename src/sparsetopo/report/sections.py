@@ -552,11 +552,16 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
         is_base = stage == ref_stage or stage.endswith("baseline")
         for values, group in sorted(_group(members, key).items()):
             st = describe(_measure(r) for r in group)
-            ref = describe(_measure(r) for r in base.get(values, []))
-            same = listed.setdefault(frozenset(r.id for r in group), stage) if is_base else stage
-            diff = (f"the same runs as {same}" if same != stage else "–") if is_base else _difference(st, ref)
-            table.add(stage, *values, st, None if is_base else ref, diff,
-                      *_plateau_columns(group, None if is_base else base.get(values, [])))
+            # a reference without the matched options (the dense network beside pruned ones) is set against
+            # the baseline at each of their values
+            targets = ([values] if is_base or values in base or any(v != label(None) for v in values)
+                       else sorted(base) or [values])
+            for target in targets:
+                ref = describe(_measure(r) for r in base.get(target, []))
+                same = listed.setdefault(frozenset(r.id for r in group), stage) if is_base else stage
+                diff = (f"the same runs as {same}" if same != stage else "–") if is_base else _difference(st, ref)
+                table.add(stage, *target, st, None if is_base else ref, diff,
+                          *_plateau_columns(group, None if is_base else base.get(target, [])))
     sec.tables.append(table)
     if contrasts:  # pairs of stages the file asks to compare directly, neither a baseline of the other
         pairs = Table(f"{exp['name']}_contrasts", f"{sec.title}: stages compared directly",
@@ -566,8 +571,9 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
                            "Welch's t over seeds, at least 3 runs on each side.")
         for a_stage, b_stage in contrasts:
             b_groups = _group(stages.get(b_stage, []), key)
+            missing = tuple(label(None) for _ in match)  # B without the matched options: against every value
             for values, group in sorted(_group(stages.get(a_stage, []), key).items()):
-                other = b_groups.get(values, [])
+                other = b_groups.get(values) or b_groups.get(missing, [])
                 st, ref = describe(_measure(r) for r in group), describe(_measure(r) for r in other)
                 pairs.add(a_stage, b_stage, *values, st, ref, _difference(st, ref), _plateau_columns(group, other)[1])
         sec.tables.append(pairs)
