@@ -335,14 +335,19 @@ def test_an_ablation_compares_each_variant_with_its_baseline(tmp_path):
     assert rows["baseline"]["variant − baseline (95% interval)"] == "–"
 
 
+def _abl_store(tmp_path: Path, contrasts: str = "") -> tuple[Experiment, ResultsStore]:
+    """An empty ablation experiment "abl" matched on sparsity (with ``contrasts``, a TOML list), and its store."""
+    source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n' + (
+        f"contrasts = {contrasts}\n" if contrasts else "")
+    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
+                     source=source, findings=[])
+    return exp, ResultsStore(tmp_path / "s")
+
+
 def test_an_ablation_compares_the_stage_pairs_its_file_lists_directly(tmp_path):
     from scipy import stats as sps
 
-    source = ('[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
-              'contrasts = [["gradual", "oneshot_short"]]\n')
-    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
-                     source=source, findings=[])
-    store = ResultsStore(tmp_path / "s")
+    exp, store = _abl_store(tmp_path, '[["gradual", "oneshot_short"]]')
     accs = {"baseline": [0.975, 0.976, 0.977], "gradual": [0.976, 0.975, 0.977], "oneshot_short": [0.972, 0.973, 0.971]}
     for stage, values in accs.items():
         for seed, acc in enumerate(values):
@@ -369,11 +374,7 @@ def test_an_ablation_compares_the_stage_pairs_its_file_lists_directly(tmp_path):
 def test_an_ablation_sets_a_dense_reference_against_the_baseline_at_every_sparsity(tmp_path):
     from scipy import stats as sps
 
-    source = ('[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
-              'contrasts = [["rewind", "dense"]]\n')
-    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
-                     source=source, findings=[])
-    store = ResultsStore(tmp_path / "s")
+    exp, store = _abl_store(tmp_path, '[["rewind", "dense"]]')
     dense = [0.982, 0.983, 0.981]
     fresh = {0.9: [0.975, 0.976, 0.974], 0.95: [0.972, 0.973, 0.971]}
     for seed, acc in enumerate(dense):  # the dense network has no sparsity
