@@ -32,13 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import scipy.sparse as sp
 import torch
 from torch import nn
 
-from bench_kernels import radix_mask
+from bench_peers import mask_for  # the CPU benchmarks' ER and RadiX masks
 from sparsetopo.nn import SparseLinear
-from sparsetopo.topology import random_topology
 
 DEVICE = torch.device("cuda")
 
@@ -76,15 +74,6 @@ def step_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) ->
         opt.step()
 
     return cuda_ms(step, repeats)
-
-
-def mask_for(kind: str, n_in: int, n_out: int, sparsity: float) -> sp.csr_array | None:
-    """An (out x in) mask: ER at the density, or a RadiX-Net layer of that shape and density (None where
-    there is none): the construction of the CPU benchmarks."""
-    if kind == "er":
-        return sp.csr_array(random_topology([n_in, n_out], 1.0 - sparsity, seed=0).layers[0].T)
-    found = radix_mask(n_in, n_out, 1.0 - sparsity)
-    return None if found is None else sp.csr_array(found[0])
 
 
 def layer_rows(shapes: list[tuple[int, int, int]], sparsities: list[float], repeats: int) -> list[dict[str, Any]]:

@@ -308,13 +308,19 @@ def test_performs_like_is_an_equivalence_within_half_a_point():
     assert line([0.96, 0.98, 0.95, 0.97], [0.971, 0.970, 0.969, 0.971]) == "inconclusive"
 
 
+def _abl_store(tmp_path: Path, contrasts: str = "") -> tuple[Experiment, ResultsStore]:
+    """An empty ablation experiment "abl" matched on sparsity (with ``contrasts``, a TOML list), and its store."""
+    source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n' + (
+        f"contrasts = {contrasts}\n" if contrasts else "")
+    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
+                     source=source, findings=[])
+    return exp, ResultsStore(tmp_path / "s")
+
+
 def test_an_ablation_compares_each_variant_with_its_baseline(tmp_path):
     from scipy import stats as sps
 
-    source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
-    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
-                     source=source, findings=[])
-    store = ResultsStore(tmp_path / "s")
+    exp, store = _abl_store(tmp_path)
     accs = {"baseline": [0.90, 0.91, 0.92], "variant": [0.95, 0.96, 0.94]}
     for stage, values in accs.items():
         for seed, acc in enumerate(values):
@@ -333,15 +339,6 @@ def test_an_ablation_compares_each_variant_with_its_baseline(tmp_path):
     assert rows["retrain_variant"]["variant − baseline (95% interval)"] == expected  # against retrain_baseline
     assert rows["retrain_variant"]["sparsity"] == "0.99"  # read from the pruned parent
     assert rows["baseline"]["variant − baseline (95% interval)"] == "–"
-
-
-def _abl_store(tmp_path: Path, contrasts: str = "") -> tuple[Experiment, ResultsStore]:
-    """An empty ablation experiment "abl" matched on sparsity (with ``contrasts``, a TOML list), and its store."""
-    source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n' + (
-        f"contrasts = {contrasts}\n" if contrasts else "")
-    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
-                     source=source, findings=[])
-    return exp, ResultsStore(tmp_path / "s")
 
 
 def test_an_ablation_compares_the_stage_pairs_its_file_lists_directly(tmp_path):
@@ -404,10 +401,7 @@ def test_an_ablation_sets_a_dense_reference_against_the_baseline_at_every_sparsi
 def _ablation_on_one_structure(tmp_path: Path) -> tuple[Experiment, ResultsStore, dict[str, str]]:
     """An ablation experiment matched on sparsity, its store, and the topology option of retraining runs on
     its one pruned structure (stage ``source_baseline``)."""
-    source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n'
-    exp = Experiment(name="abl", kind="ablation", title="Abl", description="", profile="paper", path="abl",
-                     source=source, findings=[])
-    store = ResultsStore(tmp_path / "s")
+    exp, store = _abl_store(tmp_path)
     prune = add(store, exp, "source_baseline", "prune-s", "prune", {"method": "gradual", "sparsity": 0.99},
                 0.97, pruned=0.97)
     return exp, store, {"topology": f"file:{{run:{prune}}}/topology.npz"}

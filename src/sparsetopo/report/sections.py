@@ -546,16 +546,16 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
         return "baseline"
 
     listed: dict[frozenset[str], str] = {}  # a listed group's runs -> the stage that listed them first
+    # the key of a stage without the matched options (the dense network beside pruned ones): it is set
+    # against the baseline, and a contrast against it, at each of their values
+    missing = tuple(label(None) for _ in match)
     for stage, members in stages.items():
         ref_stage = baseline_of(stage)
         base = _group(stages[ref_stage], key)
         is_base = stage == ref_stage or stage.endswith("baseline")
         for values, group in sorted(_group(members, key).items()):
             st = describe(_measure(r) for r in group)
-            # a reference without the matched options (the dense network beside pruned ones) is set against
-            # the baseline at each of their values
-            targets = ([values] if is_base or values in base or any(v != label(None) for v in values)
-                       else sorted(base) or [values])
+            targets = [values] if is_base or values in base or values != missing else sorted(base) or [values]
             for target in targets:
                 ref = describe(_measure(r) for r in base.get(target, []))
                 same = listed.setdefault(frozenset(r.id for r in group), stage) if is_base else stage
@@ -571,7 +571,6 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
                            "Welch's t over seeds, at least 3 runs on each side.")
         for a_stage, b_stage in contrasts:
             b_groups = _group(stages.get(b_stage, []), key)
-            missing = tuple(label(None) for _ in match)  # B without the matched options: against every value
             for values, group in sorted(_group(stages.get(a_stage, []), key).items()):
                 other = b_groups.get(values) or b_groups.get(missing, [])
                 st, ref = describe(_measure(r) for r in group), describe(_measure(r) for r in other)
