@@ -243,3 +243,38 @@ def test_cost_estimates_fit_fixed_and_per_step_costs_and_interpolate_widths(tmp_
     known = timings(tmp_path)
     wide_cifar = fallback(key({**wide, "dataset": "cifar10"}), known)
     assert wide_cifar[1] == pytest.approx(0.08 * 0.6 / 0.05)
+
+
+def test_a_run_two_experiments_share_keeps_the_weight_snapshots_either_asks_for():
+    from sparsetopo.experiments.runner import plan
+
+    # ablation_init lists Fig. 7's gradual structures without snapshots; ablation_ticket rewinds to step 25
+    # of the same runs (smoke profile), so whichever comes first, the shared run must save step 25
+    init, ticket = (load_experiment(find_experiment_file(n), profile="smoke") for n in ("ablation_init", "ablation_ticket"))
+    shared = {r.id for r in init.runs} & {r.id for r in ticket.runs if r.command == "prune"}
+    assert shared
+    for order in ((init, ticket), (ticket, init)):
+        specs = {s.id: s for s in plan(order)}
+        assert all(specs[rid].params["snapshot_steps"] == "25" for rid in shared)
+    untouched = next(r for r in init.runs if r.id in shared)
+    assert "snapshot_steps" not in untouched.params  # the experiment's own spec is left as it was
+
+
+def test_two_stages_of_one_file_asking_for_the_same_run_keep_both_snapshot_steps(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent("""
+        [experiment]
+        name = "e"
+        [fixed]
+        steps = 20
+        [stages.a]
+        command = "train"
+        fixed = { snapshot_steps = "5" }
+        [stages.b]
+        command = "train"
+        fixed = { snapshot_steps = "10,5" }
+        [profiles.paper]
+    """))
+    exp = load_experiment(path, profile="paper")
+    (run,) = exp.runs
+    assert run.params["snapshot_steps"] == "5,10" and {s for s, _ in exp.memberships} == {"a", "b"}

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,7 +40,7 @@ from sparsetopo.desc.identity import token
 from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.results import REGISTRY, ResultsStore, rebuild
-from sparsetopo.experiments.spec import Experiment, Filter, RunSpec, order_runs, select
+from sparsetopo.experiments.spec import Experiment, Filter, RunSpec, merge_run_options, order_runs, select
 from sparsetopo.experiments.worker import DEFAULT_RUN_FN, Outcome, Task, execute, init_local_worker, make_task
 from sparsetopo.fileio import FolderLock, atomic_write_json
 from sparsetopo.runs import describe
@@ -251,7 +251,9 @@ def plan(experiments: Iterable[Experiment], only: Iterable[Filter] = ()) -> list
     seen: dict[str, RunSpec] = {}
     for exp in experiments:
         for spec in exp.runs:
-            seen.setdefault(spec.id, spec)
+            first = seen.setdefault(spec.id, spec)
+            if first is not spec:  # another experiment's run: keep the snapshots both ask for
+                seen[spec.id] = replace(first, params=merge_run_options(first.params, spec.params))
     return select(order_runs(seen.values()), only)
 
 

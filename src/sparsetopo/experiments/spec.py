@@ -50,6 +50,7 @@ from typing import Any
 from sparsetopo import runs
 from sparsetopo.desc.identity import RunDesc, token
 from sparsetopo.errors import ConfigError
+from sparsetopo.training.commands import parse_steps
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -253,7 +254,9 @@ def load_experiment(path: str | os.PathLike[str], profile: str | None = None, th
                     deps = tuple(desc.references())
                     rid = desc.run_id
                     spec = seen.get(rid)
-                    if spec is None:
+                    if spec is not None:  # the same run from another stage: keep both's snapshot steps
+                        spec.params.update(merge_run_options(spec.params, params))
+                    else:
                         spec = RunSpec(id=rid, command=command, params=params, deps=deps,
                                        experiment=exp.name, stage=sname,
                                        hparams={k: v for k, v in desc.canonical().items() if k != "command"})
@@ -272,6 +275,16 @@ def load_experiment(path: str | os.PathLike[str], profile: str | None = None, th
     unknown = sorted({x for c in contrasts for x in c} - set(stages))
     _need(not unknown, where, f"[experiment] contrasts: unknown stage(s) {', '.join(unknown)}; stages: {', '.join(stages)}")
     return exp
+
+
+def merge_run_options(kept: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of one run that two stages ask for (the same hyperparameters, so the same id): those
+    of the first, with the weight snapshots either asks for (``snapshot_steps``, a run option outside the
+    id), so that a later stage's ``--init rewind:RUN@STEP`` finds its step whichever stage listed RUN."""
+    steps = sorted(set(parse_steps(kept.get("snapshot_steps"))) | set(parse_steps(other.get("snapshot_steps"))))
+    if not steps or list(parse_steps(kept.get("snapshot_steps"))) == steps:
+        return kept
+    return {**kept, "snapshot_steps": ",".join(str(n) for n in steps)}
 
 
 def validated(command: str, params: Mapping[str, Any], where: str) -> RunDesc:
