@@ -230,11 +230,11 @@ def test_cost_estimates_fit_fixed_and_per_step_costs_and_interpolate_widths(tmp_
         return cost_key(describe("train", params))
 
     known = timings(tmp_path)
-    assert known[key(dense)] == pytest.approx((5.0, 0.05))  # 5 s per run + 0.05 s per step
-    assert known[key(wide)] == pytest.approx((0.0, 0.6))   # one length: cost per step
+    assert known[key(dense)] == pytest.approx((5.0, 0.05, 0.0))  # 5 s per run + 0.05 s per step
+    assert known[key(wide)] == pytest.approx((0.0, 0.6, 0.0))   # one length: cost per step
     four = fallback(key({**wide, "scale": "connections:4"}), known)
-    assert four[1] == pytest.approx(0.05 + (0.6 - 0.05) * 3 / 9)
-    assert fallback(key({**wide, "scale": "neurons:0.1"}), known) == pytest.approx((5.0, 0.05))
+    assert four.step == pytest.approx(0.05 + (0.6 - 0.05) * 3 / 9)
+    assert fallback(key({**wide, "scale": "neurons:0.1"}), known) == pytest.approx((5.0, 0.05, 0.0))
     assert fallback(key({**dense, "dataset": "cifar10"}), known) is None
     # CIFAR-10 measured dense only: widened as LeNet-5 widens on MNIST (x12 per step here)
     with ResultsStore(tmp_path) as store:
@@ -242,7 +242,26 @@ def test_cost_estimates_fit_fixed_and_per_step_costs_and_interpolate_widths(tmp_
                          summary={"wall_seconds": 1.0}, cpu_seconds=8.0)
     known = timings(tmp_path)
     wide_cifar = fallback(key({**wide, "dataset": "cifar10"}), known)
-    assert wide_cifar[1] == pytest.approx(0.08 * 0.6 / 0.05)
+    assert wide_cifar.step == pytest.approx(0.08 * 0.6 / 0.05)
+
+
+def test_cost_estimates_split_off_the_evaluations_runs_record(tmp_path):
+    from sparsetopo.experiments.estimate import cost_key, evaluations, timings
+    from sparsetopo.experiments.results import ResultsStore
+
+    # 600 steps an epoch on MNIST: a 1,200-step run evaluates twice, a 300-step run once (at its end)
+    runs = [({"steps": 1200}, 30.0, 4.0), ({"steps": 300}, 9.0, 2.0)]
+    with ResultsStore(tmp_path) as store:
+        for i, (params, cpu, eval_cpu) in enumerate(runs):
+            store.record_run(f"train-{i}", "train", {"model": "lenet300", **params}, "completed",
+                             summary={"wall_seconds": 1.0, "eval_cpu_seconds": eval_cpu}, cpu_seconds=cpu)
+    desc = describe("train", {"model": "lenet300", "steps": 12000})
+    assert evaluations(desc) == 20
+    assert evaluations(describe("train", {"model": "lenet300", "steps": 1000, "eval_every": 300})) == 4
+    cost = timings(tmp_path)[cost_key(desc)]
+    # 2 s per evaluation; training alone: 26 s for 1,200 steps, 7 s for 300 -> 1 s + 1/45 s per step
+    assert cost == pytest.approx((26 - 1200 * (19 / 900), 19 / 900, 2.0))
+    assert cost.of(desc) == pytest.approx(cost.fixed + 12000 * 19 / 900 + 20 * 2.0)
 
 
 def test_a_run_two_experiments_share_keeps_the_weight_snapshots_either_asks_for():

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import json
 import textwrap
 import time
 from pathlib import Path
@@ -335,7 +336,12 @@ def test_reproduce_sweeps_the_shipped_files_and_writes_the_report(tmp_path, monk
     monkeypatch.setenv("SPARSETOPO_EXPERIMENTS", str(shipped))
     out = tmp_path / "out"
     assert main(["reproduce", "fig10", "--out", str(out)]) == 2
-    assert "choose all or one of: fig7, fig9" in capsys.readouterr().err
+    assert "fig10 is not a shipped file; choose all or names among: fig7, fig9" in capsys.readouterr().err
+    assert main(["reproduce", "fig7,fig9", "--profile", "paper", "--dry-run", "--out", str(out)]) == 0
+    plan_text = capsys.readouterr().out
+    assert "mini (profile paper)" in plan_text and "fig9 (profile paper)" in plan_text and not out.exists()
+    assert main(["reproduce", "fig9", "--dry-run", "--probe", "--estimate-from", str(tmp_path), "--out", str(out)]) == 2
+    assert "give one of them" in capsys.readouterr().err
     assert main(["reproduce", "all", "--profile", "smoke", "--out", str(out)]) == 2  # fig7 has no smoke profile
     assert "profile 'smoke' is not declared" in capsys.readouterr().err and not out.exists()
     assert main(["reproduce", "all", "--profile", "paper", "--jobs", "2", "--run-fn", FAKE, "--out", str(out)]) == 0
@@ -409,3 +415,28 @@ def test_local_workers_spread_over_the_visible_gpus(tmp_path, monkeypatch):
                                  for s in specs]) == ()
     monkeypatch.setattr(runner, "visible_gpus", lambda: ("0",))
     assert runner.gpu_placement(specs) == ()
+
+
+def test_probe_measures_each_kind_of_run_here_and_estimates_every_run(tmp_path, monkeypatch):
+    import sparsetopo.experiments.estimate as estimate
+    from sparsetopo.experiments.estimate import Cost, describe_plan, probe_params, probe_timings
+    from sparsetopo.experiments.runner import plan
+
+    _, exp = experiment(tmp_path)
+    specs = plan([exp])
+    by_id = {s.id: s for s in specs}
+    retrain = next(s for s in specs if s.stage == "retrain")
+    source = by_id[retrain.deps[0]]
+    params = probe_params(retrain, by_id, 7)
+    # the structure of a prune not made yet: a random one at the density it prunes to; one evaluation at the end
+    assert params["topology"] == f"random:density={1 - source.params['sparsity']:g}"
+    assert params["steps"] == 7 and params["eval_every"] == 7 and "{run:" not in json.dumps(params)
+    costs, failed = probe_timings(specs, steps=5, progress=False)
+    assert not failed
+    assert {k[3] for k in costs} == {"dense", "file"} and any(k[4] for k in costs)  # one-shot: from its dense key
+    for key, cost in costs.items():
+        assert isinstance(cost, Cost) and cost.evaluation > 0 and (cost.step > 0) == (not key[4])
+    monkeypatch.setattr(estimate, "probe_timings", lambda *a, **k: (costs, []))
+    text = describe_plan([exp], tmp_path / "none", probe=5, progress=False)
+    assert "from probes measured here (5 and 10 steps" in text
+    assert "lenet300/mnist/file: 8 runs" in text and "no timing" not in text and "extrapolated" not in text

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsetopo.errors import UserError
-from sparsetopo.experiments.estimate import describe_plan
+from sparsetopo.experiments.estimate import PROBE_STEPS, describe_plan
 from sparsetopo.experiments.runner import BACKENDS, run_sweep
 from sparsetopo.experiments.spec import Filter, find_experiment_file, load_experiment, parse_filter
 from sparsetopo.experiments.worker import DEFAULT_RUN_FN
@@ -72,10 +72,25 @@ def register(subparsers: Any) -> None:
                                                "fig7, fig8, fig9, ...)")
     sweep_options(p)
     p.add_argument("--dry-run", action="store_true", help="print the runs and the estimated cost; run nothing")
-    p.add_argument("--estimate-from", metavar="DIR", help="with --dry-run: estimate from the run timings in DIR "
-                                                          "(default: --out)")
+    dry_run_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (results.db and runs/)")
     p.set_defaults(handler=cmd_sweep)
+
+
+def dry_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--estimate-from", metavar="DIR", help="with --dry-run: estimate from the run timings in DIR "
+                                                          "(default: --out)")
+    p.add_argument("--probe", nargs="?", type=_positive, const=PROBE_STEPS, metavar="STEPS",
+                   help="with --dry-run: estimate from short runs of each kind of run, measured here one at a time "
+                        f"first (STEPS and twice as many steps each; default {PROBE_STEPS}); minutes")
+
+
+def dry_run(args: argparse.Namespace, experiments: list[Any]) -> int:
+    if args.probe is not None and args.estimate_from is not None:
+        raise UserError("--probe and --estimate-from are two ways to estimate; give one of them")
+    print(describe_plan(experiments, args.out, estimate_from=args.estimate_from, only=args.only,
+                        probe=args.probe, data_dir=args.data_dir))
+    return 0
 
 
 def load_experiments(names: list[str], profile: str | None, threads: int = 1, device: str = "cpu") -> list[Any]:
@@ -100,6 +115,5 @@ def sweep(args: argparse.Namespace, experiments: list[Any]) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     experiments = load_experiments([args.file], args.profile, args.threads, args.device)
     if args.dry_run:
-        print(describe_plan(experiments, args.out, estimate_from=args.estimate_from, only=args.only))
-        return 0
+        return dry_run(args, experiments)
     return sweep(args, experiments)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsetopo.errors import UserError
-from sparsetopo.experiments.commands import load_experiments, sweep, sweep_options
+from sparsetopo.experiments.commands import dry_run, dry_run_options, load_experiments, sweep, sweep_options
 from sparsetopo.experiments.spec import shipped_names
 
 
@@ -28,8 +28,11 @@ def register(subparsers: Any) -> None:
         "reproduce", help="sweep and report the paper's figures with the shipped experiment files",
         description="Run the shipped experiment files (fig7, fig8, fig9 or all of them, extensions included) into "
                     "DIR and write the report to DIR/report. Interrupted? Run the same command again.")
-    p.add_argument("what", metavar="WHAT", help="fig7 | fig8 | fig9 | all | the name of another shipped file")
+    p.add_argument("what", metavar="WHAT", help="fig7 | fig8 | fig9 | all | the name of another shipped file, or "
+                                                "several names joined by commas (fig7,fig8,fig9,lr)")
     sweep_options(p)
+    p.add_argument("--dry-run", action="store_true", help="print the runs and the estimated cost; run nothing")
+    dry_run_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.set_defaults(handler=cmd_reproduce)
 
@@ -48,11 +51,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     names = shipped_names()
     if args.what == "all":
         chosen = names
-    elif args.what in names:
-        chosen = [args.what]
     else:
-        raise UserError(f"reproduce {args.what!r}: choose all or one of: {', '.join(names)}")
+        chosen = [n.strip() for n in args.what.split(",")]
+        bad = [n for n in chosen if n not in names]
+        if bad or not chosen:
+            raise UserError(f"reproduce {args.what!r}: {', '.join(bad) or 'nothing'} is not a shipped file; choose all "
+                            f"or names among: {', '.join(names)}")
     experiments = load_experiments(chosen, args.profile, args.threads, args.device)  # every file is validated before anything runs
+    if args.dry_run:
+        return dry_run(args, experiments)
     t0 = time.time()
     code = sweep(args, experiments)
     index = write_report(args.out, Path(args.out) / "report", [e.name for e in experiments])

@@ -108,6 +108,7 @@ class LoopState:
     loss_sum: float = 0.0
     loss_count: int = 0
     cpu_seconds: float = 0.0  # CPU time of the process (all threads) in the loop, over every resume
+    eval_cpu_seconds: float = 0.0  # the part of it spent in evaluations (what a cost estimate splits off)
 
 
 @dataclass
@@ -118,6 +119,7 @@ class LoopResult:
     wall_seconds: float
     diverged_step: int | None = None
     cpu_seconds: float = 0.0
+    eval_cpu_seconds: float = 0.0
 
     @property
     def final_test_accuracy(self) -> float | None:
@@ -140,6 +142,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         "metrics": state.metrics,
         "wall_seconds": state.wall_seconds,
         "cpu_seconds": state.cpu_seconds,
+        "eval_cpu_seconds": state.eval_cpu_seconds,
         "loss_sum": state.loss_sum,
         "loss_count": state.loss_count,
         "torch_rng": torch.get_rng_state(),
@@ -192,7 +195,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                         "to start the run again") from None
     torch.set_rng_state(payload["torch_rng"])
     return LoopState(payload["step"], payload["metrics"], payload["wall_seconds"], payload["loss_sum"],
-                     payload["loss_count"], float(payload.get("cpu_seconds", 0.0)))
+                     payload["loss_count"], float(payload.get("cpu_seconds", 0.0)),
+                     float(payload.get("eval_cpu_seconds", 0.0)))
 
 
 def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
@@ -307,8 +311,10 @@ def train(
         if state.step % eval_every == 0 or state.step == total:
             if not flush():
                 break
+            eval_started = time.process_time()
             record = evaluation(model, data, state.step, steps_per_epoch,
                                 train_loss=state.loss_sum / max(state.loss_count, 1))
+            state.eval_cpu_seconds += time.process_time() - eval_started
             test_acc = record["test_accuracy"]
             state.metrics.append(record)
             state.loss_sum, state.loss_count = 0.0, 0
@@ -326,4 +332,5 @@ def train(
     clock()
     if status == RunStatus.COMPLETED and state.step == total:
         checkpoint()
-    return LoopResult(status, state.step, state.metrics, state.wall_seconds, diverged_step, state.cpu_seconds)
+    return LoopResult(status, state.step, state.metrics, state.wall_seconds, diverged_step, state.cpu_seconds,
+                      state.eval_cpu_seconds)

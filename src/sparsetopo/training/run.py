@@ -244,6 +244,7 @@ def summarise(result: LoopResult, model: nn.Module, network: Network, desc: RunD
         "steps": result.steps,
         "wall_seconds": round(result.wall_seconds, 3),
         "cpu_seconds": round(result.cpu_seconds, 3),
+        "eval_cpu_seconds": round(result.eval_cpu_seconds, 3),
         "layers": layers,
         "weights_total": sum(int(torch.Size(l["shape"]).numel()) for l in layers),
         "weights_nonzero": sum(l["nnz"] for l in layers),
