@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import json
 import textwrap
 import time
 from pathlib import Path

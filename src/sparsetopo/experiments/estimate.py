@@ -8,14 +8,13 @@ import statistics
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from pathlib import Path
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
-from sparsetopo.desc.identity import RunDesc
-from sparsetopo.desc.identity import RUN_TOKEN
+from sparsetopo.desc.identity import RUN_TOKEN, RunDesc
 from sparsetopo.desc.status import RunStatus
 from sparsetopo.errors import UserError
 from sparsetopo.experiments.results import DB_NAME, ResultsStore, rebuild
