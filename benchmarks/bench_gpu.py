@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench_peers import mask_for  # the CPU benchmarks' ER and RadiX masks
+from bench_peers import mask_for, parse_shapes  # the CPU benchmarks' ER and RadiX masks and --shapes
 from sparsetopo.nn import SparseLinear
 
 DEVICE = torch.device("cuda")
@@ -171,18 +171,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines += [f"| {r['model']}, {r['dataset']} | {r['backend']} | {r['ms_per_step']:.2f} | "
                   f"{r['run_12000_steps_s']:.0f} s | {r['peak_memory_mib']:.0f} MiB |" for r in model]
     return "\n".join(lines) + "\n"
-
-
-def parse_shapes(text: str) -> list[tuple[int, int, int]]:
-    out = []
-    for part in text.split(","):
-        dims, _, batch = part.partition(":")
-        n_in, _, n_out = dims.partition("x")
-        try:
-            out.append((int(n_in), int(n_out), int(batch or 256)))
-        except ValueError:
-            raise SystemExit(f"--shapes {part!r}: use INxOUT:BATCH, e.g. 3000x3000:256") from None
-    return out
 
 
 def main() -> int:

@@ -131,6 +131,19 @@ def implementations(mask: sp.csr_array, values: np.ndarray, bias: torch.Tensor, 
     return out
 
 
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    """``--shapes`` (``INxOUT:BATCH,...``, batch 256 when left out) as (in, out, batch) triples."""
+    out = []
+    for part in text.split(","):
+        dims, _, batch = part.partition(":")
+        n_in, _, n_out = dims.partition("x")
+        try:
+            out.append((int(n_in), int(n_out), int(batch or 256)))
+        except ValueError:
+            raise SystemExit(f"--shapes {part!r}: use INxOUT:BATCH, e.g. 3000x3000:256") from None
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="784x300:100,3000x3000:256,10000x10000:256,30000x784:256",
@@ -151,10 +164,7 @@ def main() -> None:
     except (ImportError, AttributeError):
         pass
     rows: list[dict[str, Any]] = []
-    for item in args.shapes.split(","):
-        dims, _, batch_s = item.partition(":")
-        n_in, n_out = (int(v) for v in dims.split("x"))
-        batch = int(batch_s or 256)
+    for n_in, n_out, batch in parse_shapes(args.shapes):
         for sparsity in (float(s) for s in args.sparsities.split(",")):
             for kind in args.masks.split(","):
                 torch.manual_seed(0)
