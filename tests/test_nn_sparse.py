@@ -192,6 +192,29 @@ def test_conv_max_pool_is_the_pooled_convolution_bit_for_bit(case, relu):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_pooled_conv_kernel_gives_the_same_bits_whatever_its_tile(monkeypatch):
+    """``spmm_pool``'s tile (sized for the cache by ``pool_tile``) changes only the speed: 16-column tiles, the
+    default (128 for LeNet-5's conv2: 500 patch rows, 4 window positions) and one tile give the same bits."""
+    import scipy.sparse as sp
+
+    from sparsetopo.nn import kernels
+
+    assert kernels.pool_tile(500, 4, 1600, 4, 50.0) == 128 and kernels.pool_tile(500, 4, 100, 4, 50.0) == 100
+    assert kernels.pool_tile(500, 4, 1600, 4, 5.0) == 400  # x100: 5 connections a row, wider passes
+    rng = np.random.default_rng(7)
+    w = sp.random(60, 500, density=0.1, random_state=1, format="csr", dtype=np.float32)
+    xt = rng.standard_normal((500, 4 * 300)).astype(np.float32)
+    bias = rng.standard_normal(60).astype(np.float32)
+    results = []
+    for budget in (16 * 500 * 4 * 4, kernels.POOL_TILE_BYTES, 1 << 40):
+        monkeypatch.setattr(kernels, "POOL_TILE_BYTES", budget)
+        results.append(kernels.spmm_pool(w.indptr, w.indices, w.data, xt, bias, 4, relu=True))
+    for y, am in results[1:]:
+        assert np.array_equal(y, results[0][0]) and np.array_equal(am, results[0][1])
+    full = (w @ xt + bias[:, None]).reshape(60, 4, 300)
+    np.testing.assert_allclose(results[0][0], np.maximum(full.max(1), 0), rtol=1e-5, atol=1e-5)
+
+
 def test_conv_max_pool_propagates_nan_like_torch():
     from sparsetopo.nn import conv_max_pool2d
     mask = np.ones((4, 2), dtype=bool)
