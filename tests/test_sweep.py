@@ -440,3 +440,19 @@ def test_probe_measures_each_kind_of_run_here_and_estimates_every_run(tmp_path, 
     text = describe_plan([exp], tmp_path / "none", probe=5, progress=False)
     assert "from probes measured here (5 and 10 steps" in text
     assert "lenet300/mnist/file: 8 runs" in text and "no timing" not in text and "extrapolated" not in text
+
+
+def test_dry_run_says_what_is_left_of_a_sweep_under_way(tmp_path):
+    from sparsetopo.experiments.estimate import describe_plan
+    from sparsetopo.experiments.runner import plan
+
+    _, exp = experiment(tmp_path)
+    dense = [s for s in plan([exp]) if s.stage == "dense"]
+    with ResultsStore(tmp_path / "out") as store:  # two of the four dense runs (40 steps each) are done
+        for spec in dense[:2]:
+            store.record_run(spec.id, spec.command, spec.params, "completed",
+                             summary={"wall_seconds": 1.0, "steps": 40}, cpu_seconds=360.0)
+    text = describe_plan([exp], tmp_path / "out")
+    # 9 s a step: 4 dense runs and 8 retraining runs at 360 s each (one-shot runs have no timing); 10 to go
+    assert "1.20 CPU-hours" in text
+    assert "2 of the runs are finished in" in text and "the other 18: 1.00 CPU-hours" in text

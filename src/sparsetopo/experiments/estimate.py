@@ -261,6 +261,15 @@ def probe_timings(specs: list[RunSpec], *, steps: int = PROBE_STEPS, data_dir: s
     return costs, failed
 
 
+def finished_ids(out: str | Path) -> set[str]:
+    """The runs recorded as finished (completed or diverged) in ``out``'s results store; none without one."""
+    db = Path(out) / DB_NAME
+    if not db.exists():
+        return set()
+    with ResultsStore(db) as store:
+        return {rid for rid, st in store.statuses().items() if RunStatus(st).finished}
+
+
 def _name(key: tuple) -> str:
     return f"{key[0]}/{key[1]}" + (f"/{key[2]}" if key[2] else "") + f"/{key[3]}" + ("/one-shot" if key[4] else "")
 
@@ -287,9 +296,10 @@ def describe_plan(experiments: Iterable[Experiment], out: str | Path,
         source = f"the timings in {estimate_from or out}"
     descs = [describe(s.command, s.params) for s in specs]
     total_steps = sum(budget_steps(d) for d in descs)
-    seconds, longest, unknown, guessed = 0.0, 0.0, Counter(), Counter()
+    done = finished_ids(out)
+    seconds, left, longest, unknown, guessed = 0.0, 0.0, 0.0, Counter(), Counter()
     per_key: dict[str, list[Any]] = {}
-    for desc in descs:
+    for spec, desc in zip(specs, descs):
         key = cost_key(desc)
         name = _name(key)
         cost = known.get(key)
@@ -300,6 +310,7 @@ def describe_plan(experiments: Iterable[Experiment], out: str | Path,
             run_seconds = cost.of(desc)
             seconds += run_seconds
             longest = max(longest, run_seconds)
+            left += 0.0 if spec.id in done else run_seconds
             row = per_key.setdefault(name, [0, 0.0, cost])
             row[0] += 1
             row[1] += run_seconds
@@ -309,6 +320,10 @@ def describe_plan(experiments: Iterable[Experiment], out: str | Path,
         wall = max(seconds / cores, longest)
         lines.append(f"estimated compute from {source}: {seconds / 3600:.2f} CPU-hours (~{wall / 3600:.2f} h of wall "
                      f"time on {cores} such cores, if nothing else runs; the longest run {longest / 3600:.2f} h)")
+        n_done = sum(s.id in done for s in specs)
+        if n_done:
+            lines.append(f"{n_done} of the runs are finished in {out}; the other {len(specs) - n_done}: "
+                         f"{left / 3600:.2f} CPU-hours (~{left / cores / 3600:.2f} h on {cores} cores)")
         lines.append("by kind of run (CPU seconds: per run's start, per step, per evaluation):")
         for name, (n, total, cost) in sorted(per_key.items(), key=lambda kv: -kv[1][1]):
             lines.append(f"  {name}: {n} runs, {total / 3600:.2f} CPU-h ({cost.fixed:.1f} s + {cost.step * 1000:.1f} ms"
