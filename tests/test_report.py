@@ -544,3 +544,26 @@ def test_the_dst_section_tests_whether_a_method_removes_the_plateaus_of_its_stat
     line = next(l for l in (tmp_path / "u" / "index.md").read_text().splitlines()
                 if l.startswith("| DST | RigL removes the plateaus"))
     assert "static training plateaus in none of its 3 runs" in line and line.rstrip().endswith("| not measured (no plateaus) |")
+
+
+def test_lr_finding_leaves_out_a_learning_rate_whose_runs_diverged():
+    """The study's case: dense LeNet-300-100 diverges at lr 1 in 2 of 3 runs. That lr cannot be dense's best
+    one, but it must not make the whole claim unmeasured: the claim is judged on the other rates, and the
+    text says which rate was left out and why."""
+    from sparsetopo.report.findings import lr_findings
+
+    def row(sparsity: float, lr: float, accs: list[float], diverged: int = 0) -> dict:
+        return {"model": "lenet300", "dataset": "mnist", "regime": "neurons" if sparsity else "dense",
+                "sparsity": sparsity, "lr": lr, "final": describe(a / 100 for a in accs), "runs": len(accs) + diverged,
+                "diverged": diverged}
+
+    rows = [row(0.0, 0.1, [98.29, 98.25, 98.33]), row(0.0, 0.3, [98.42, 98.38, 98.46]),
+            row(0.0, 1.0, [10.28], diverged=2),
+            row(0.99, 0.1, [92.04, 91.90, 92.18]), row(0.99, 0.3, [92.99, 92.90, 93.08])]
+    (finding,) = lr_findings(rows)
+    assert finding.verdict == "agrees", finding
+    assert "dense: +0.13 points" in finding.ours and "(best lr 0.3)" in finding.ours
+    assert "left out, fewer than 3 finished runs: dense lr 1 (2 of 3 diverged)" in finding.ours
+    # with every rate short of seeds there is nothing to judge
+    (few,) = lr_findings([dict(r, final=describe([r["final"].mean])) for r in rows])
+    assert few.verdict.startswith("not measured")

@@ -381,22 +381,30 @@ def fig9_findings(rows: list[dict[str, Any]]) -> list[Finding]:
 # ------------------------------------------------------------------------------------------------------
 
 
+def _regime_name(sparsity: float) -> str:
+    return "dense" if sparsity == 0 else f"{sparsity * 100:g}% sparse"
+
+
 def lr_findings(rows: list[dict[str, Any]], base_lr: float = 0.1) -> list[Finding]:
-    """``rows``: model, dataset, regime, sparsity, lr, final (Stat). The claim holds when the sparsest network
-    gains more than the dense one from raising the learning rate above ``base_lr`` (the dense default)."""
+    """``rows``: model, dataset, regime, sparsity, lr, final (Stat), and optionally runs and diverged (counts).
+    The claim holds when the sparsest network gains more than the dense one from raising the learning rate
+    above ``base_lr`` (the dense default). A learning rate with fewer than MIN_SEEDS finished runs at some
+    sparsity (most of its runs diverged, say) is no candidate for the best one there; the text says so."""
     claim = ("Extremely sparse networks trained better with a higher learning rate than the one used for dense "
              "networks")
     out = []
     for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
-        by: dict[float, dict[float, Stat]] = {}
-        for r in rows:
-            if (r["model"], r["dataset"]) == (model, dataset) and _ok(r["final"]):
-                by.setdefault(r["sparsity"], {})[float(r["lr"])] = r["final"]
+        mine = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
+        found: dict[float, dict[float, Stat]] = {}
+        for r in mine:
+            if _ok(r["final"]):
+                found.setdefault(r["sparsity"], {})[float(r["lr"])] = r["final"]
+        by = {s: {lr: st for lr, st in accs.items() if enough(st)} for s, accs in found.items()}
         name = f"{claim} ({_name(model)} on {dataset})."
-        usable = {s: accs for s, accs in by.items() if base_lr in accs and all(enough(v) for v in accs.values())}
+        usable = {s: accs for s, accs in by.items() if base_lr in accs and len(accs) > 1}
         if 0.0 not in usable or len(usable) < 2:
             out.append(_missing("LR", name, f"dense and sparse runs at lr {base_lr:g} and above",
-                                *(v for accs in by.values() for v in accs.values())))
+                                *(v for accs in found.values() for v in accs.values())))
             continue
         gains = {}
         for s, accs in sorted(usable.items()):
@@ -407,8 +415,14 @@ def lr_findings(rows: list[dict[str, Any]], base_lr: float = 0.1) -> list[Findin
         extra = combined([(1, usable[sparsest][lr_s]), (-1, usable[sparsest][base_lr]), (-1, usable[0.0][lr_d]),
                           (1, usable[0.0][base_lr])])
         text = f"gain of the best lr over lr {base_lr:g}: " + "; ".join(
-            f"{'dense' if s == 0 else f'{s * 100:g}% sparse'}: {ci.points()} (best lr {lr:g})"
+            f"{_regime_name(s)}: {ci.points()} (best lr {lr:g})"
             for s, (lr, ci) in gains.items()) + f"; the sparsest's gain − dense's gain: {extra.points()}"
+        left = [r for r in mine if r["sparsity"] in usable and float(r["lr"]) not in usable[r["sparsity"]]]
+        if left:
+            text += f"; left out, fewer than {MIN_SEEDS} finished runs: " + ", ".join(
+                f"{_regime_name(r['sparsity'])} lr {float(r['lr']):g}"
+                + (f" ({r['diverged']} of {r['runs']} diverged)" if r.get("diverged") else "")
+                for r in sorted(left, key=lambda r: (r["sparsity"], float(r["lr"]))))
         higher = lr_s > base_lr and g_s.low > 0
         out.append(Finding("LR", name, text + " (agreement: the sparsest gains, and more than dense)",
                            AGREES if higher and extra.low > 0 else (PARTLY if higher else

@@ -422,7 +422,7 @@ def lr_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: P
                 div = sum(r.status == RunStatus.DIVERGED for r in by_lr[lr])
                 table.add(_model_label(model, dataset), regime, x, lr, st, f"{div}/{len(by_lr[lr])}")
                 summary.append({"model": model, "dataset": dataset, "regime": regime, "sparsity": x, "lr": lr,
-                                "final": st})
+                                "final": st, "runs": len(by_lr[lr]), "diverged": div})
             F.errorbar(ax, lrs, stats, f"{regime}, sparsity {x * 100:g}%")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
