@@ -194,14 +194,19 @@ def probe_params(spec: RunSpec, by_id: dict[str, RunSpec], steps: int) -> dict[s
     random one at the density that run prunes to; other references to runs are left out."""
     train_fields = {f.name for cls in TRAIN_GROUPS for f in fields(cls)}
     params = {k: v for k, v in spec.params.items() if k in train_fields and k not in OPTION_KEYS}
-    topology = str(params.get("topology", ""))
-    if RUN_TOKEN.search(topology):
-        source = by_id.get(RUN_TOKEN.search(topology).group(1))  # type: ignore[union-attr]
-        sparsity = source.params.get("sparsity") if source is not None else None
-        params["topology"] = f"random:density={1 - float(sparsity):.6g}" if sparsity is not None else "dense"
+    if RUN_TOKEN.search(str(params.get("topology", ""))):
+        sparsity = _source_sparsity(spec, by_id)
+        params["topology"] = f"random:density={1 - sparsity:.6g}" if sparsity else "dense"
     params = {k: v for k, v in params.items() if not RUN_TOKEN.search(str(v))}
     params.pop("epochs", None)
     return {**params, "steps": steps, "eval_every": steps}
+
+
+def _source_sparsity(spec: RunSpec, by_id: dict[str, RunSpec]) -> float:
+    """The sparsity of the pruning run whose structure ``spec`` trains on (0 when it reads none)."""
+    match = RUN_TOKEN.search(str(spec.params.get("topology", "")))
+    source = by_id.get(match.group(1)) if match else None
+    return float(source.params.get("sparsity") or 0.0) if source is not None else 0.0
 
 
 def _import_torch() -> None:
@@ -212,17 +217,21 @@ def probe_timings(specs: list[RunSpec], *, steps: int = PROBE_STEPS, data_dir: s
                   progress: bool = True) -> tuple[dict[tuple, Cost], list[str]]:
     """Measure each cost key of ``specs`` here and now: two short runs of :func:`probe_params` (``steps``
     and ``2 * steps`` steps), each alone in a fresh process, give the cost of a step (their difference),
-    of an evaluation (what each recorded) and of a run's start (data, model, warm-up; the rest). One-shot
-    pruning costs the start and two evaluations of the network it prunes. Returns the costs and a line
+    of an evaluation (what each recorded) and of a run's start (data, model, warm-up; the rest). Each kind
+    is represented by its run of median structure sparsity (retraining on pruned structures of several
+    sparsities is one kind). One-shot pruning costs the start and two evaluations of the network it prunes. Returns the costs and a line
     for each key that could not be measured."""
     from sparsetopo.data.files import resolve_root
 
     if steps < 1:
         raise UserError(f"--probe-steps {steps} is invalid: must be >= 1")
     by_id = {s.id: s for s in specs}
-    reps: dict[tuple, RunSpec] = {}
+    members: dict[tuple, list[RunSpec]] = {}
     for s in specs:
-        reps.setdefault(cost_key(describe(s.command, s.params)), s)
+        members.setdefault(cost_key(describe(s.command, s.params)), []).append(s)
+    # a key's runs may differ in what a retraining run's structure keeps: probe the median one
+    reps = {key: sorted(group, key=lambda s: _source_sparsity(s, by_id))[len(group) // 2]
+            for key, group in members.items()}
     trained = {k: s for k, s in reps.items() if not k[4]}
     root = str(resolve_root(data_dir).absolute())
     costs: dict[tuple, Cost] = {}
