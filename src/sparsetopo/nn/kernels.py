@@ -384,7 +384,7 @@ def pool_tile(cols: int, kk: int, M: int, itemsize: int, nnz_per_row: float = 0.
     and ``MAX_TILE``).
 
     LeNet-5's conv2 (500 patch rows, 4 window positions) gets 128 at x2 and x10 (50 or more connections
-    per row): steps 5-12% faster than with 1,024-column passes, whose 8 MB of input columns do not stay in
+    per row): steps 4-8% faster than with 1,024-column passes, whose 8 MB of input columns do not stay in
     cache (``bench_training.py --rows wide``); at x100 (5 per row) 400. Every element is summed in the same
     order whatever the tile.
     """
