@@ -456,3 +456,22 @@ def test_dry_run_says_what_is_left_of_a_sweep_under_way(tmp_path):
     # 9 s a step: 4 dense runs and 8 retraining runs at 360 s each (one-shot runs have no timing); 10 to go
     assert "1.20 CPU-hours" in text
     assert "2 of the runs are finished in" in text and "the other 18: 1.00 CPU-hours" in text
+
+
+def test_a_probe_that_cannot_run_says_why_and_estimates_nothing(tmp_path):
+    from sparsetopo.experiments.estimate import describe_plan
+
+    _, exp = experiment(tmp_path, """
+        [experiment]
+        name = "mini"
+        [fixed]
+        steps = 40
+        dataset = "cifar10"
+        [stages.dense]
+        command = "train"
+        axes = { seed = [0, 1] }
+        [profiles.paper]
+        """)
+    text = describe_plan([exp], tmp_path / "out", probe=2, data_dir=str(tmp_path / "no-data"), progress=False)
+    assert "no kind of run could be probed" in text
+    assert "probe failed for lenet300/cifar10/dense:" in text and "missing" in text

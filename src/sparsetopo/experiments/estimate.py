@@ -343,6 +343,8 @@ def describe_plan(experiments: Iterable[Experiment], out: str | Path,
         if unknown:
             lines.append("no timing for (left out): "
                          + ", ".join(f"{k} ({n} runs)" for k, n in sorted(unknown.items())))
+    elif probe is not None:
+        lines.append("no kind of run could be probed, so there is no estimate (why: below)")
     else:
         lines.append("no finished runs to estimate from (use --estimate-from DIR with the results of a smaller sweep, "
                      "or --probe)")
