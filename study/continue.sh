@@ -19,10 +19,12 @@ for exp in fig8 ablation_fig8_init fig7 ablation_layers_lenet5; do
     sparsetopo sweep "$exp" --profile paper --out "$out" || failed+=("$exp")
 done
 # Fig. 9's LeNet-5 on both datasets, x100 (the network the paper could not train) included (about 7
-# CPU-hours, `sweep fig9 --dry-run --probe`), LeNet-5's learning rates (Fig. 8's second axis, about 2.4),
+# CPU-hours, `sweep fig9 --dry-run --probe`), LeNet-5's learning rates (Fig. 8's second axis, about 2.4) and
+# the stalled dense-init runs at a higher rate (about 0.8),
 # then dynamic sparse training of LeNet-5 on MNIST (about 3.6)
 sparsetopo sweep fig9 --profile paper --out "$out" --only model=lenet5 || failed+=(fig9)
 sparsetopo sweep lr --profile paper --out "$out" || failed+=(lr)
+sparsetopo sweep ablation_fig8_init --profile paper --out "$out" || failed+=(ablation_fig8_init)  # its lr 0.3 stage
 sparsetopo sweep dst --profile paper --out "$out" --only dataset=mnist || failed+=(dst)
 for exp in fig9 lr ablation_layers ablation_schedule ablation_radix dst ablation_dst dst_pruned ablation_init ablation_scope; do
     sparsetopo sweep "$exp" --profile paper --out "$out" || failed+=("$exp")
