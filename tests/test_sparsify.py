@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,7 @@ def _paths(layers: list) -> np.ndarray:
     return prod.toarray()
 
 
+@pytest.mark.filterwarnings("ignore:radix density")  # many of these shapes cannot reach the density asked
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(sizes=st.lists(st.integers(8, 400), min_size=3, max_size=5), density=st.sampled_from([0.5, 0.25, 0.1, 0.05]))
 def test_fitted_radix_nets_keep_every_input_connected_to_every_output(sizes, density):
@@ -191,6 +193,18 @@ def test_the_paper_radix_net_is_what_density_one_tenth_fits_for_lenet300():
     model, report = sparsetopo.sparsify(nn.Sequential(nn.Linear(784, 300), nn.Linear(300, 100), nn.Linear(100, 10)),
                                         "radix:density=0.1", layers=["0", "1"])
     assert [r.nnz for r in report] == [23_520, 3_000]
+
+
+def test_a_fitted_radix_net_far_from_the_density_asked_warns_with_the_density_it_has():
+    # 784-300-100 at 1%: n = 100 would need N' = 10,000 hidden units; the largest system that fits the 300 is
+    # (17, 17), density 17/289 per layer, and the user is told so rather than left to read the nnz
+    with pytest.warns(UserWarning, match=r"radix density 0\.01 on layer sizes \[784, 300, 100\].*0\.0591, 0\.0589"
+                      r".*\(17, 17\) needs N' = 289 .* smallest has 300"):
+        topo = radix_fit([784, 300, 100], 0.01)
+    assert topo.meta["systems"] == [[17, 17]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        radix_fit([784, 300, 100], 0.1)  # the paper's RadiX-Net: exactly the density asked, no warning
 
 
 def _loop(model: nn.Module, pruner, opt, steps: int) -> None:

@@ -8,6 +8,7 @@ Layer ``i`` of the net is ``ones(B_i, B_{i+1}) kron A_i`` (neuron index = block 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -158,4 +159,23 @@ def radix_fit(sizes: Sequence[int], density: float | None = None) -> Topology:
     layers = [net.layers[i][: sizes[i], : sizes[i + 1]] for i in range(n_layers)]
     meta = {"kind": "radix_net", "systems": systems, "kron": kron, "fitted_to": sizes,
             "density_asked": density}
+    if density is not None:
+        _warn_density(sizes, density, [float(m.nnz) / (m.shape[0] * m.shape[1]) for m in layers], systems[0])
     return Topology(layers, meta=meta)
+
+
+# A fitted layer whose density is off the one asked by more than this factor either way gets a warning.
+DENSITY_WARN_FACTOR = 1.25
+
+
+def _warn_density(sizes: list[int], asked: float, got: list[float], system: list[int]) -> None:
+    """Warn when the RadiX-Net that fits ``sizes`` is much denser or sparser than ``asked`` (the rule cannot
+    reach every density: ``N' = n^L`` must fit the smallest hidden layer, and ``n`` is an integer)."""
+    if all(asked / DENSITY_WARN_FACTOR <= d <= asked * DENSITY_WARN_FACTOR for d in got):
+        return
+    hidden = min(sizes[1:-1]) if len(sizes) > 2 else None
+    why = (f"its system {tuple(system)} needs N' = {math.prod(system)} units in every hidden layer, the "
+           f"smallest has {hidden}" if hidden is not None else f"one layer is the first of the net {tuple(system)}")
+    warnings.warn(f"radix density {asked:g} on layer sizes {sizes}: the RadiX-Net that fits has layer densities "
+                  f"{', '.join(f'{d:.3g}' for d in got)} ({why}); use random:density={asked:g} for that density "
+                  "exactly", UserWarning, stacklevel=3)
