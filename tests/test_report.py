@@ -308,6 +308,26 @@ def test_performs_like_is_an_equivalence_within_half_a_point():
     assert line([0.96, 0.98, 0.95, 0.97], [0.971, 0.970, 0.969, 0.971]) == "inconclusive"
 
 
+def test_lenet5s_trend_at_constant_connections_needs_the_trend_and_a_smaller_effect():
+    from sparsetopo.report.findings import fig9_findings
+
+    def line(lenet5: dict[float, list[float]]) -> tuple[str, str]:
+        lenet300 = {0.0: [0.983, 0.982, 0.984], 0.9: [0.979, 0.980, 0.978]}  # loses 0.4 points at x10
+        rows = [{"model": m, "dataset": "mnist", "regime": "dense" if x == 0 else "connections", "family": "random",
+                 "sparsity": x, "setting": "", "final": describe(v)}
+                for m, pts in (("lenet300", lenet300), ("lenet5", lenet5)) for x, v in pts.items()]
+        (f,) = [f for f in fig9_findings(rows) if f.paper.startswith("LeNet-5 on MNIST shows the same trend")]
+        return f.ours, f.verdict
+
+    falling = {0.0: [0.9930, 0.9931, 0.9929], 0.5: [0.9920, 0.9921, 0.9919], 0.9: [0.9910, 0.9911, 0.9909]}
+    assert line(falling)[1] == "agrees"  # 0.1 points a step, every interval above 0, well under 0.4 points
+    flat = {0.0: [0.9925, 0.9928, 0.9922], 0.5: [0.9927, 0.9923, 0.9930], 0.9: [0.9922, 0.9925, 0.9919]}
+    assert line(flat)[1] == "partly"  # the smaller effect is shown, the trend is not
+    ours, verdict = line({**falling, 0.99: [0.9908]})
+    assert verdict == "agrees" and "left out, fewer than 3 runs: 99% (n=1)" in ours  # one seed is no point
+    assert line({0.0: falling[0.0], 0.9: falling[0.9][:2]})[1].startswith("not measured")
+
+
 def _abl_store(tmp_path: Path, contrasts: str = "") -> tuple[Experiment, ResultsStore]:
     """An empty ablation experiment "abl" matched on sparsity (with ``contrasts``, a TOML list), and its store."""
     source = '[experiment]\nname = "abl"\nkind = "ablation"\nmatch = ["sparsity"]\n' + (

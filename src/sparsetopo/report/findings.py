@@ -294,6 +294,30 @@ def fig9_findings(rows: list[dict[str, Any]]) -> list[Finding]:
     else:
         out.append(_missing("Fig. 9", claim, "dense and fixed-connection LeNet-300-100 runs", *pts.values()))
 
+    claim = ("LeNet-5 on MNIST shows the same trend at a constant number of connections, but the effect of "
+             "sparsity is much smaller.")
+    found5, pts3 = pick("lenet5", "mnist", "connections"), pick("lenet300", "mnist", "connections")
+    pts5 = {x: v for x, v in found5.items() if enough(v)}
+    few = sorted(x for x in found5 if x not in pts5)
+    common = [x for x in pts5 if x > 0 and x in pts3 and enough(pts3[x])]
+    if 0.0 in pts5 and len(pts5) >= 2 and common and enough(pts3[0.0]):
+        xs = sorted(pts5)
+        steps = [(a, b, welch(pts5[a], pts5[b])) for a, b in zip(xs, xs[1:])]
+        s = max(common)
+        gap = combined([(1, pts3[0.0]), (-1, pts3[s]), (-1, pts5[0.0]), (1, pts5[s])])  # LeNet-300-100's loss − LeNet-5's
+        text = ("fixed connections, denser − sparser: " + "; ".join(
+            f"{a * 100:g}% − {b * 100:g}%: {ci.points()}" for a, b, ci in steps)
+            + f" ({seeds_text(*[pts5[x] for x in xs])}); loss at {s * 100:g}%, LeNet-300-100's − LeNet-5's: "
+            + gap.points())
+        if few:
+            text += f"; left out, fewer than {MIN_SEEDS} runs: " + ", ".join(
+                f"{x * 100:g}% (n={found5[x].n})" for x in few)
+        out.append(Finding("Fig. 9", claim, text + " (agreement: every step above 0, and the loss smaller than "
+                           "LeNet-300-100's)", _combine([_combine([above(ci) for _, _, ci in steps]), above(gap)])))
+    else:
+        out.append(_missing("Fig. 9", claim, "dense and fixed-connection LeNet-5 MNIST and LeNet-300-100 runs",
+                            *found5.values()))
+
     claim = "LeNet-5 on MNIST loses only about one point of accuracy through 95% sparsity (fixed neurons)."
     pts = pick("lenet5", "mnist", "neurons")
     if 0.0 in pts and 0.95 in pts and enough(pts[0.0], pts[0.95]):
