@@ -61,6 +61,16 @@ def _extra_label(run: Run, keys: list[str]) -> str:
     return ", ".join(f"{k}={label(run.get(k))}" for k in keys)
 
 
+# Panels go by model, then dataset in the paper's order (MNIST before CIFAR-10); others after, by name.
+_DATASET_ORDER = {"mnist": 0, "fashion_mnist": 1, "cifar10": 2}
+
+
+def _panels(runs: Iterable[Run]) -> list[tuple[Any, Any]]:
+    """The (model, dataset) pairs of ``runs``, one panel each, in the order the figures show them."""
+    pairs = {(r.get("model"), r.get("dataset")) for r in runs}
+    return sorted(pairs, key=lambda p: (str(p[0]), _DATASET_ORDER.get(str(p[1]), len(_DATASET_ORDER)), str(p[1])))
+
+
 def _model_label(model: str, dataset: str) -> str:
     names = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5"}
     data = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -107,7 +117,7 @@ def fig7(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -
         p = r if r.command == "prune" else data.parent_of(r)
         return float(sparsity_of(p) or 0.0) if p is not None else 0.0
 
-    models = sorted({(r.get("model"), r.get("dataset")) for r in dense + pruned + retrained})
+    models = _panels(dense + pruned + retrained)
     table = Table(f"{exp['name']}_accuracy", f"{sec.title}: test accuracy (%)",
                   ["model", "method", "sparsity"] + extra + ["after pruning", "retrained (final)", "retrained (best)"],
                   note="mean ± std over seeds (n runs). 'after pruning': the pruned network's test accuracy "
@@ -344,7 +354,7 @@ def fig9(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -
     sec = Section(exp["name"], exp.get("title") or exp["name"])
     ok = [r for r in runs if r.ok and r.command == "train"]
     extra = _extras(ok, ignore=("model", "dataset", "topology", "scale", "steps"))
-    panels = sorted({(r.get("model"), r.get("dataset")) for r in ok})
+    panels = _panels(ok)
     table = Table(f"{exp['name']}_accuracy", f"{sec.title}: test accuracy (%)",
                   ["model", "regime", "topology", "sparsity", "scale"] + extra
                   + ["final accuracy", "best accuracy", "connections"],
@@ -405,7 +415,7 @@ def fig9(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -
 def lr_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Path) -> Section:
     sec = Section(exp["name"], exp.get("title") or exp["name"])
     done = [r for r in runs if r.finished and r.command == "train"]
-    panels = sorted({(r.get("model"), r.get("dataset")) for r in done})
+    panels = _panels(done)
     table = Table(f"{exp['name']}_accuracy", f"{sec.title}: test accuracy (%)",
                   ["model", "regime", "sparsity", "lr", "final accuracy", "diverged"],
                   note="mean ± std over seeds (n runs); diverged runs count as failures, not as accuracies.")
@@ -687,7 +697,7 @@ def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: 
         target = _inherited(data, r, "sparsity") if r.desc.get("topology").kind == "file" else None
         return float(target if target is not None else (sparsity_of(r) or 0.0))
 
-    panels = sorted({(r.get("model"), r.get("dataset")) for r in done})
+    panels = _panels(done)
     table = Table(f"{exp['name']}_accuracy", f"{sec.title}: final test accuracy (%)",
                   ["model", "start", "sparsity", "method", "final accuracy", "− static (95% interval)"],
                   note="mean ± std over seeds (n). The difference is against the static run of the same start "
