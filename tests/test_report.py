@@ -181,6 +181,21 @@ def test_plateau_test_by_hand():
     assert not plateau_test([1, 2], [0.5, 0.5], reference=0.98).plateaued
 
 
+def test_a_stall_at_chance_is_one_plateau_even_when_it_flips_between_classes():
+    from sparsetopo.report.stats import chance_level
+
+    steps = list(range(100, 1100, 100))
+    # one-class answers on MNIST: 11.35% (the digit 1), 10.28% (7), 9.80% (0), then learning
+    flicker = [0.1135, 0.1135, 0.1028, 0.1135, 0.0980, 0.1135, 0.85, 0.95, 0.97, 0.98]
+    assert not plateau_test(steps, flicker, reference=0.98).plateaued  # 1.6 points apart: no 0.5-point band
+    res = plateau_test(steps, flicker, reference=0.98, chance=chance_level("mnist"))
+    assert res.plateaued and res.start_step == 100 and res.end_step == 600
+    # above chance the band stays 0.5 points: a run wandering between 30% and 40% has no plateau
+    wander = [0.30, 0.40, 0.30, 0.40, 0.30, 0.40, 0.85, 0.95, 0.97, 0.98]
+    assert not plateau_test(steps, wander, reference=0.98, chance=chance_level("mnist")).plateaued
+    assert chance_level("mnist") == pytest.approx(0.12) and chance_level("my.module:data") is None
+
+
 def test_describe_uses_the_sample_standard_deviation():
     st = describe([0.9, 0.92, None, float("nan")])
     assert (st.n, st.mean) == (2, pytest.approx(0.91))

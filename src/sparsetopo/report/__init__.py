@@ -17,7 +17,7 @@ from sparsetopo.fileio import atomic_write_text
 from sparsetopo.report.data import ReportData
 from sparsetopo.report.findings import Finding
 from sparsetopo.report.sections import BUILDERS, Section, runs_table
-from sparsetopo.report.stats import GAP, MIN_EVALS, MIN_SPAN, TOLERANCE
+from sparsetopo.report.stats import CHANCE_MARGIN, GAP, MIN_EVALS, MIN_SPAN, TOLERANCE
 
 __all__ = ["write_report", "ReportData"]
 
@@ -26,7 +26,9 @@ _ORDER = {"fig7": 0, "fig8": 1, "fig9": 2}
 PLATEAU_TEXT = (
     f"**Plateau test.** A run *plateaus* when some stretch of consecutive evaluations covers at least "
     f"{MIN_SPAN:.0%} of its evaluated steps (and at least {MIN_EVALS} evaluations), stays within a band of "
-    f"{TOLERANCE * 100:g} accuracy points, and lies at least {GAP * 100:g} points below the reference: the best "
+    f"{TOLERANCE * 100:g} accuracy points (or, on MNIST, Fashion-MNIST and CIFAR-10, stays at chance level: at "
+    f"most {CHANCE_MARGIN * 100:g} points above one class in ten, so a network flipping between one-class "
+    f"answers is one plateau), and lies at least {GAP * 100:g} points below the reference: the best "
     f"final test accuracy reached by any seed of the same configuration (same structure and hyperparameters, "
     f"only the seed differs). A run is *stuck* when such a stretch includes its last evaluation. With one seed "
     f"the reference is the run's own best accuracy. Defined in `sparsetopo.report.stats.plateau_test`.")

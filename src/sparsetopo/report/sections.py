@@ -16,6 +16,7 @@ from sparsetopo.report.findings import Finding, fig7_findings, fig8_findings, fi
 from sparsetopo.report.stats import (
     Plateau,
     Stat,
+    chance_level,
     describe,
     enough,
     fisher,
@@ -91,7 +92,7 @@ def plateau_results(runs: list[Run], config_key: Callable[[Run], Any]) -> dict[s
             steps, acc = _curve(r)
             ref = max(finals) if finals else (max(acc) if acc else math.nan)
             ref = max([ref] + ([max(acc)] if acc else []))
-            out[r.id] = plateau_test(steps, acc, ref)
+            out[r.id] = plateau_test(steps, acc, ref, chance=chance_level(r.get("dataset")))
     return out
 
 
@@ -315,7 +316,8 @@ def _instability(sec: Section, data: ReportData, exp: dict[str, Any], runs: list
     table = Table(f"{exp['name']}_instability", f"{sec.title}: spread across seeds and plateaus",
                   ["model", "setting", "sparsity", "final accuracy", "range (points)", "plateaued [95% interval]",
                    "stuck at end"],
-                  note="A run plateaus when its test accuracy stays within 0.5 points for at least 20% of its "
+                  note="A run plateaus when its test accuracy stays within 0.5 points (or at chance level) for "
+                       "at least 20% of its "
                        "evaluated steps (3+ evaluations) while at least 2 points below the best final accuracy "
                        "of its configuration; it is stuck if that stretch reaches its last evaluation. The interval "
                        "of the plateau rate is Wilson's; the range needs two runs.")
@@ -534,7 +536,7 @@ def ablation(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: Pat
                   note="Accuracy: test accuracy (%) after pruning for prune runs, at the end for training runs; "
                        "mean ± std over seeds (n). The interval is Welch's t over seeds; a difference needs at "
                        "least 3 runs on each side. Plateaued: training runs whose test accuracy stays within 0.5 "
-                       "points for at least 20% of their evaluated steps (3+ evaluations) at least 2 points below "
+                       "points (or at chance level) for at least 20% of their evaluated steps (3+ evaluations) at least 2 points below "
                        "the best final accuracy reached with the same options (against a baseline: by either side; "
                        "Wilson's interval); the p-value is Fisher's exact test of the two plateau counts.")
     if "baseline" not in stages:

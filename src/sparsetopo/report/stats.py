@@ -9,7 +9,11 @@ only the seed differs), the run plateaus if some stretch of consecutive evaluati
 
 - covers at least ``min_span`` (default 20%) of the run's evaluated steps and at least ``min_evals``
   (default 3) evaluations,
-- stays within a band of ``tolerance`` (default 0.5 accuracy points: max - min <= 0.005), and
+- stays within a band of ``tolerance`` (default 0.5 accuracy points: max - min <= 0.005), or, for a
+  dataset of known classes, entirely at chance level (every value <= ``chance``: one class over the
+  number of classes, plus ``CHANCE_MARGIN``): a network that answers one class for every input scores that
+  class's share of the test set, and one that flips from class to class between evaluations (9.8% to
+  11.35% on MNIST) is stalled as much as one that stays on a class, and
 - lies at least ``gap`` (default 2 points) below the reference (its highest value <= R - 0.02).
 
 A run is *stuck* if such a stretch includes its last evaluation: it ended on the plateau. Both are
@@ -29,6 +33,15 @@ MIN_SPAN = 0.2
 MIN_EVALS = 3
 TOLERANCE = 0.005
 GAP = 0.02
+# Above 1/classes: MNIST's largest class (the digit 1) is 11.35% of its test set.
+CHANCE_MARGIN = 0.02
+CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10}
+
+
+def chance_level(dataset: object) -> float | None:
+    """The highest accuracy the plateau test treats as chance on ``dataset`` (None when unknown)."""
+    k = CLASSES.get(str(dataset))
+    return 1 / k + CHANCE_MARGIN if k else None
 
 
 MIN_SEEDS = 3  # no verdict on a configuration measured with fewer runs
@@ -154,8 +167,8 @@ class Plateau:
 
 def plateau_test(steps: Sequence[int], accuracy: Sequence[float], reference: float, *,
                  min_span: float = MIN_SPAN, min_evals: int = MIN_EVALS, tolerance: float = TOLERANCE,
-                 gap: float = GAP) -> Plateau:
-    """Apply the plateau test (module docstring) to one run's curve."""
+                 gap: float = GAP, chance: float | None = None) -> Plateau:
+    """Apply the plateau test (module docstring) to one run's curve; ``chance`` as ``chance_level``."""
     pts = [(int(s), float(a)) for s, a in zip(steps, accuracy) if a is not None and math.isfinite(float(a))]
     if len(pts) < min_evals:
         return Plateau(False, False, None, None, None)
@@ -169,7 +182,7 @@ def plateau_test(steps: Sequence[int], accuracy: Sequence[float], reference: flo
         lo = hi = ys[i]
         for j in range(i + 1, n):
             lo, hi = min(lo, ys[j]), max(hi, ys[j])
-            if hi - lo > tolerance:
+            if hi - lo > tolerance and (chance is None or hi > chance):
                 break
             if j - i + 1 >= min_evals and (xs[j] - xs[i]) / total >= min_span and hi <= reference - gap:
                 if best is None or xs[j] - xs[i] > xs[best[1]] - xs[best[0]]:
