@@ -730,15 +730,17 @@ def dst_section(data: ReportData, exp: dict[str, Any], runs: list[Run], folder: 
                     wins[meth].append(f"{x * 100:g}% ({st_kind}): {ci.points()}|{'ahead' if ci.low > 0 else ('behind' if ci.high < 0 else 'tie')}")
                 table.add(_model_label(model, dataset), st_kind, x, meth, st, diff)
         _finish_accuracy_panel(ax, xs_all, model, dataset)
+        where = {m: f"{_model_label(model, dataset)}; {_starts_text(k[0] for k in groups if k[1] == m)}"
+                 for m in {k[1] for k in groups}}
         for meth in sorted({k[1] for k in groups} - {"static"} - set(wins)):
             findings.append(Finding("DST", f"{meth} beats training on the fixed structure it starts from "
-                                    f"({_model_label(model, dataset)}).", "no sparsity with at least 3 runs of "
+                                    f"({where[meth]}).", "no sparsity with at least 3 runs of "
                                     f"{meth} and of static training", "not measured (n<3)"))
         for meth, parts in sorted(wins.items()):
             verdicts = [p.rsplit("|", 1)[1] for p in parts]
             verdict = _agreement(verdicts, good="ahead", bad="behind")
             findings.append(Finding("DST", f"{meth} beats training on the fixed structure it starts from "
-                                    f"({_model_label(model, dataset)}).",
+                                    f"({where[meth]}).",
                                     "; ".join(p.rsplit("|", 1)[0] for p in parts) + " (agreement: the interval "
                                     "above 0 at every sparsity)", verdict))
     F.save(fig, folder, f"{exp['name']}_accuracy_vs_sparsity")
@@ -792,6 +794,16 @@ def _agreement(outcomes: list[str], *, good: str, bad: str) -> str:
     return "differs" if bad in outcomes else "inconclusive"
 
 
+_START_NAMES = {"radix": "RadiX-Net"}
+
+
+def _starts_text(starts: Iterable[str]) -> str:
+    """"from X, Y and Z starts": the start topologies a dynamic-sparse-training claim covers."""
+    names = sorted({_START_NAMES.get(x, x) for x in starts})
+    joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"from {joined} starts"
+
+
 def _dst_plateau_findings(done: list[Run], pl: dict[str, Plateau], start: Callable[[Run], str],
                           method: Callable[[Run], str], sp: Callable[[Run], float]) -> list[Finding]:
     """Whether each dynamic method removes the plateaus of static training from the same start and
@@ -800,8 +812,9 @@ def _dst_plateau_findings(done: list[Run], pl: dict[str, Plateau], start: Callab
     groups = _group(sparse, lambda r: (r.get("model"), r.get("dataset"), start(r), sp(r), method(r)))
     out: list[Finding] = []
     for model, dataset in sorted({k[:2] for k in groups}):
-        label_ = _model_label(model, dataset)
         for meth in sorted({k[4] for k in groups if k[:2] == (model, dataset)} - {"static"}):
+            label_ = (f"{_model_label(model, dataset)}; "
+                      f"{_starts_text(k[2] for k in groups if k[:2] == (model, dataset) and k[4] == meth)}")
             parts, verdicts, static_runs = [], [], 0
             for key in sorted(k for k in groups if k[:2] == (model, dataset) and k[4] == meth):
                 static = groups.get((*key[:4], "static"), [])
