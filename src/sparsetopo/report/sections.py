@@ -63,7 +63,7 @@ def _extra_label(run: Run, keys: list[str]) -> str:
 
 
 # Panels go by model, then dataset in the paper's order (MNIST before CIFAR-10); others after, by name.
-_DATASET_ORDER = {"mnist": 0, "fashion_mnist": 1, "cifar10": 2}
+_DATASET_ORDER = {"mnist": 0, "fashion-mnist": 1, "cifar10": 2}
 
 
 def _panels(runs: Iterable[Run]) -> list[tuple[Any, Any]]:

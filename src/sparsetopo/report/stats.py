@@ -29,19 +29,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparsetopo.data.registry import ALIASES, DATASETS
+
 MIN_SPAN = 0.2
 MIN_EVALS = 3
 TOLERANCE = 0.005
 GAP = 0.02
 # Above 1/classes: MNIST's largest class (the digit 1) is 11.35% of its test set.
 CHANCE_MARGIN = 0.02
-CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
 
 def chance_level(dataset: object) -> float | None:
-    """The highest accuracy the plateau test treats as chance on ``dataset`` (None when unknown)."""
-    k = CLASSES.get(str(dataset))
-    return 1 / k + CHANCE_MARGIN if k else None
+    """The highest accuracy the plateau test treats as chance on a registered ``dataset`` (None for a user's
+    dataset, whose classes the report does not know)."""
+    name = str(dataset).lower()
+    spec = DATASETS.get(ALIASES.get(name, name))
+    return 1 / spec.num_classes + CHANCE_MARGIN if spec is not None else None
 
 
 MIN_SEEDS = 3  # no verdict on a configuration measured with fewer runs
