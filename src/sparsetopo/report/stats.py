@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparsetopo.data.registry import ALIASES, DATASETS
+from sparsetopo.data.registry import get_spec
+from sparsetopo.errors import ConfigError
 
 MIN_SPAN = 0.2
 MIN_EVALS = 3
@@ -42,9 +43,11 @@ CHANCE_MARGIN = 0.02
 def chance_level(dataset: object) -> float | None:
     """The highest accuracy the plateau test treats as chance on a registered ``dataset`` (None for a user's
     dataset, whose classes the report does not know)."""
-    name = str(dataset).lower()
-    spec = DATASETS.get(ALIASES.get(name, name))
-    return 1 / spec.num_classes + CHANCE_MARGIN if spec is not None else None
+    try:
+        spec = get_spec(str(dataset))
+    except ConfigError:
+        return None
+    return 1 / spec.num_classes + CHANCE_MARGIN
 
 
 MIN_SEEDS = 3  # no verdict on a configuration measured with fewer runs

@@ -159,9 +159,10 @@ def radix_fit(sizes: Sequence[int], density: float | None = None) -> Topology:
     layers = [net.layers[i][: sizes[i], : sizes[i + 1]] for i in range(n_layers)]
     meta = {"kind": "radix_net", "systems": systems, "kron": kron, "fitted_to": sizes,
             "density_asked": density}
+    topo = Topology(layers, meta=meta)
     if density is not None:
-        _warn_density(sizes, density, [float(m.nnz) / (m.shape[0] * m.shape[1]) for m in layers], systems[0])
-    return Topology(layers, meta=meta)
+        _warn_density(sizes, density, topo.density, systems[0])
+    return topo
 
 
 # A fitted layer whose density is off the one asked by more than this factor either way gets a warning.
