@@ -12,6 +12,7 @@ from scipy.sparse.csgraph import connected_components
 from sparsetopo.challenge import (
     ChallengeNetwork,
     categories,
+    engine,
     generate_layers,
     generate_network,
     images_to_inputs,
@@ -97,6 +98,40 @@ def test_engine_equals_reference_bit_for_bit(name: str, make, bias: float, top: 
         assert got.activations.shape == expect.shape
         assert (got.activations != expect).nnz == 0     # every value identical, not just close
         assert got.activations.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("name, make, bias, top", CASES[:2], ids=[c[0] for c in CASES[:2]])
+def test_wide_layer_paths_equal_reference_bit_for_bit(name: str, make, bias: float, top: float,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paths wide layers take (dense rows pulled eight at a time from their transposed state, push sums
+    in the skewed layout), switched on at these small widths, still give the reference's values exactly."""
+    monkeypatch.setattr(engine, "PULL8_MIN", 1)
+    monkeypatch.setattr(engine, "SKEW_MIN", 1)
+    monkeypatch.setattr(engine, "SKEW_SHIFT", 4)     # a skew every 16 outputs, so many segments at n = 96
+    layers = make()
+    n = layers[0].shape[0]
+    rng = np.random.default_rng(8)
+    inputs = sp.csr_array((rng.random((300, n)) < rng.uniform(0.0, top, (300, 1))) * rng.uniform(0.5, 2.0, (300, n)))
+    net = ChallengeNetwork.from_layers(layers, bias)
+    expect = reference_infer(inputs, layers, bias)
+    for kwargs in ({"threads": 1}, {"pull_fraction": 0.0, "threads": 1}, {"pull_fraction": 1.0}, {"block": 8}):
+        got = infer(net, inputs, return_activations=True, **kwargs)
+        assert np.array_equal(got.categories, categories(expect))
+        assert (got.activations != expect).nnz == 0
+
+
+def test_engine_equals_reference_at_16384_neurons() -> None:
+    """At a width where the wide-layer paths switch on by themselves (a generated 16,384-neuron network)."""
+    assert engine.skew_shift(16384) > 0 and 16384 >= engine.PULL8_MIN
+    net = generate_network(16384, 3, seed=0)
+    layers = [net.layer(i) for i in range(3)]
+    rng = np.random.default_rng(9)
+    inputs = sp.csr_array((rng.random((24, 16384)) < rng.uniform(0.05, 0.9, (24, 1))).astype(np.float64))
+    expect = reference_infer(inputs, layers, net.bias)
+    assert 0 < categories(expect).size
+    got = infer(net, inputs, return_activations=True, threads=1)
+    assert np.array_equal(got.categories, categories(expect))
+    assert (got.activations != expect).nnz == 0
 
 
 def test_engine_handles_empty_and_dead_inputs() -> None:

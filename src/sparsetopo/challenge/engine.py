@@ -10,6 +10,11 @@ row and layer the engine picks the cheaper of two exact formulations:
 * pull (dense rows): each output gathers its inputs ``y[tidx[l, j, :]]`` and sums them in registers, four
   outputs at a time (independent chains): ``N * K`` updates, no scattered stores.
 
+Wide layers (``PULL8_MIN``, ``SKEW_MIN``) keep the working set in cache: dense rows are pulled eight at a time
+from their transposed state (one contiguous load per input for the eight rows), and push sums are laid out
+with a cache line of padding every 4 KiB, so that outputs a multiple of 4 KiB apart do not share a set of
+the first-level cache.
+
 Both add each output's terms in ascending input order, the order of the reference's sorted CSR product, so
 the results are bit for bit those of :func:`sparsetopo.challenge.reference.reference_infer` in the same
 dtype. The bias is added only to nonzero sums, then the value is clamped to ``[0, ymax]``. A row with no
@@ -35,6 +40,17 @@ from sparsetopo.errors import ConfigError
 _STATE_BYTES = 256 << 20
 # Bytes of weight tables per layer chunk (a chunk is made resident while the batch goes through it).
 _CHUNK_BYTES = 512 << 20
+# Push rows scatter into the sums of 32 outputs spread over the layer; in the generated RadiX-Nets those are
+# N/16 apart, so from 16,384 neurons on they are a multiple of 4 KiB apart and fall into one set of the
+# first-level cache, evicting each other. Above SKEW_MIN neurons the push sums are kept skewed: output j at
+# j + (j >> SKEW_SHIFT) * 2**SKEW_PAD_SHIFT, one cache line more per 4 KiB of sums (SKEW_PAD_SHIFT is compiled
+# into the kernels).
+SKEW_MIN = 4096
+SKEW_SHIFT = 10
+SKEW_PAD_SHIFT = 4
+# From this width on, dense rows are pulled eight at a time from their transposed state (``_pull_uniform8``);
+# narrower, four at a time from their rows is as fast.
+PULL8_MIN = 2048
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -182,6 +198,101 @@ def _pull_uniform4(acc, y0, y1, y2, y3, t, w):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _transpose8(y, rows, yt):  # pragma: no cover - compiled
+    """yt[j, q] = y[rows[q], j] for the eight rows ``rows`` (j = 0..N, the zero sentinel included)."""
+    for q in range(8):
+        yr = y[rows[q]]
+        for j in range(yt.shape[0]):
+            yt[j, q] = yr[j]
+
+
+@njit(cache=True)
+def _pull_uniform8(acct, yt, t, w):  # pragma: no cover - compiled
+    """Eight rows at once from their transposed state ``yt`` (N+1, 8): acct[j, q] = sum_k yt[t[j, k], q] * w,
+    terms in ascending k as in ``_pull_uniform``. Each index loads the eight rows' values as one contiguous
+    32-byte piece, where ``_pull_uniform4`` makes four loads from four rows, which miss the cache once the
+    rows outgrow it."""
+    n = t.shape[0]
+    kt = t.shape[1]
+    for j in range(n):
+        a = t[j]
+        v = yt[a[0]]
+        s0 = v[0] * w
+        s1 = v[1] * w
+        s2 = v[2] * w
+        s3 = v[3] * w
+        s4 = v[4] * w
+        s5 = v[5] * w
+        s6 = v[6] * w
+        s7 = v[7] * w
+        for k in range(1, kt):
+            v = yt[a[k]]
+            s0 += v[0] * w
+            s1 += v[1] * w
+            s2 += v[2] * w
+            s3 += v[3] * w
+            s4 += v[4] * w
+            s5 += v[5] * w
+            s6 += v[6] * w
+            s7 += v[7] * w
+        o = acct[j]
+        o[0] = s0
+        o[1] = s1
+        o[2] = s2
+        o[3] = s3
+        o[4] = s4
+        o[5] = s5
+        o[6] = s6
+        o[7] = s7
+
+
+@njit(cache=True)
+def _finalize_t(yr, acct, q, nzr, b, top):  # pragma: no cover - compiled
+    """``_finalize`` from column q of the transposed sums ``acct`` (N, 8), which the next pull overwrites."""
+    n = yr.shape[0] - 1
+    zero = yr.dtype.type(0)
+    for j in range(n):
+        s = acct[j, q]
+        u = s + b
+        if u < zero:
+            u = zero
+        if u > top:
+            u = top
+        yr[j] = u if s != zero else zero
+    c = 0
+    for j in range(n):
+        nzr[c] = j
+        c += yr[j] > zero
+    return c
+
+
+@njit(cache=True)
+def _finalize_skewed(yr, accs, nzr, b, top, sh):  # pragma: no cover - compiled
+    """``_finalize`` from push sums ``accs`` in the skewed layout (output j at j + (j >> sh) << SKEW_PAD_SHIFT,
+    the zero sentinel after the last); resets them."""
+    n = yr.shape[0] - 1
+    zero = yr.dtype.type(0)
+    seg = 1 << sh
+    for s0 in range(0, n, seg):
+        off = (s0 >> sh) << SKEW_PAD_SHIFT
+        for j in range(s0, min(n, s0 + seg)):
+            s = accs[j + off]
+            u = s + b
+            if u < zero:
+                u = zero
+            if u > top:
+                u = top
+            yr[j] = u if s != zero else zero
+            accs[j + off] = zero
+    accs[n + ((n >> sh) << SKEW_PAD_SHIFT)] = zero
+    c = 0
+    for j in range(n):
+        nzr[c] = j
+        c += yr[j] > zero
+    return c
+
+
+@njit(cache=True)
 def _finalize(yr, accr, nzr, b, top):  # pragma: no cover - compiled
     """yr[j] = clamp(accr[j] + b, 0, top) where accr[j] != 0, else 0; reset accr; list the nonzeros of yr
     (ascending) in nzr and return their count."""
@@ -205,7 +316,7 @@ def _finalize(yr, accr, nzr, b, top):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl, l0, l1, bias, ymax, block, pull_min):  # pragma: no cover
+def _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl, l0, l1, bias, ymax, block, pull_min, sh, pull8):  # pragma: no cover
     """Advance the live ``rows`` of the state through layers l0..l1-1 in place.
 
     y: (B, N+1) activations, y[:, N] stays 0; nz: (B, N) ascending nonzero positions of each row; nnz: (B,)
@@ -222,6 +333,10 @@ def _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl, l0, l1, bias, ymax
     for blk in prange(nblocks):
         acc = np.zeros((4, n + 1), dtype=y.dtype)
         dense = np.empty(block, dtype=np.int64)
+        use8 = pull8 and block >= 8
+        yt = np.empty((n + 1 if use8 else 0, 8), dtype=y.dtype)
+        acct = np.empty((n if use8 else 0, 8), dtype=y.dtype)
+        accs = np.zeros(n + ((n >> sh) << SKEW_PAD_SHIFT) + 1 if sh > 0 else 0, dtype=y.dtype)
         lo = blk * block
         hi = min(lo + block, nrows)
         for l in range(l0, l1):
@@ -245,6 +360,15 @@ def _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl, l0, l1, bias, ymax
                 else:
                     # push: scatter the nonzeros (ascending) into their outputs
                     nzr = nz[r]
+                    if uniform and sh > 0:
+                        for q in range(c):
+                            i = nzr[q]
+                            v = yr[i] * w
+                            for k in range(kw):
+                                p = idx[l, i, k]
+                                accs[p + ((p >> sh) << SKEW_PAD_SHIFT)] += v
+                        nnz[r] = _finalize_skewed(yr, accs, nzr, b, top, sh)
+                        continue
                     if uniform:
                         for q in range(c):
                             i = nzr[q]
@@ -259,6 +383,13 @@ def _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl, l0, l1, bias, ymax
                                 acc0[idx[l, i, k]] += v * vals[l, i, k]
                 nnz[r] = _finalize(yr, acc0, nz[r], b, top)
             g = 0
+            while use8 and g + 8 <= ndense:
+                _transpose8(y, dense[g:g + 8], yt)
+                _pull_uniform8(acct, yt, tidx[l], w)
+                for q in range(8):
+                    r = dense[g + q]
+                    nnz[r] = _finalize_t(y[r], acct, q, nz[r], b, top)
+                g += 8
             while g + 4 <= ndense:
                 r0 = dense[g]
                 r1 = dense[g + 1]
@@ -277,6 +408,11 @@ def _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl, l0, l1, bias, ymax
                 g += 1
             if live == 0:
                 break
+
+
+def skew_shift(neurons: int) -> int:
+    """The push sums' skew shift for a layer width: ``SKEW_SHIFT`` above ``SKEW_MIN`` neurons, else 0 (none)."""
+    return SKEW_SHIFT if neurons > SKEW_MIN else 0
 
 
 def _block_for(live: int, block: int, threads: int) -> int:
@@ -404,7 +540,7 @@ def infer(
                         vals = np.asarray(network.values[l0:l1], dtype=dt)
                         tvals = np.asarray(network.tvalues[l0:l1], dtype=dt)
                     _run_layers(y, nz, nnz, rows, idx, tidx, vals, tvals, wl[l0:l1], 0, l1 - l0, bias, ymax,
-                                _block_for(rows.size, block, nthreads), pull_min)
+                                _block_for(rows.size, block, nthreads), pull_min, skew_shift(n), n >= PULL8_MIN)
                     rows = rows[nnz[rows] > 0]
                 alive[first + rows] = True
                 if return_activations and rows.size:
